@@ -1,0 +1,2 @@
+"""TinyTorch: a small, readable deep-learning library built one notebook at a time."""
+__version__ = "0.9.0"

@@ -1,0 +1,90 @@
+"""`tito export` and `tito check`: build the package and the nbgrader source from `nbs/`,
+and fail when what is committed is stale."""
+import filecmp
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tinytorch.paths import project_root
+from tinytorch.settings import load_settings
+
+
+def register(subparsers) -> None:
+    export = subparsers.add_parser("export", help="nbs/ -> tinytorch/ (nbdev) and nbs/ -> source/")
+    export.set_defaults(handler=run_export)
+    check = subparsers.add_parser("check", help="fail, naming the file, when tinytorch/, source/ or release/ is stale")
+    check.set_defaults(handler=run_check)
+
+
+def nbdev_export(root: Path) -> None:
+    "Run nbdev's export in `root` (a separate process: nbdev reads the config from the working folder)."
+    command = [str(Path(sys.executable).with_name("nbdev-export"))]
+    if not Path(command[0]).exists():
+        command = [sys.executable, "-m", "nbdev.doclinks"]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"nbdev-export failed in {root}:\n{result.stdout}{result.stderr}")
+
+
+def export_sources(root: Path) -> list:
+    "Copy each graded module's notebook from nbs/ to source/<module>/; returns the written paths."
+    settings = load_settings(root)
+    written = []
+    for module in settings.modules:
+        notebook = settings.notebook(module)
+        origin = root / "nbs" / notebook
+        if not origin.exists():
+            raise FileNotFoundError(f"settings.ini lists module {module}, but {origin} does not exist")
+        target = root / "source" / module / notebook
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(origin, target)
+        written.append(target)
+    return written
+
+
+def run_export(args) -> int:
+    root = project_root()
+    nbdev_export(root)
+    written = export_sources(root)
+    print(f"exported nbs/ -> tinytorch/ and {', '.join(str(p.relative_to(root)) for p in written)}")
+    return 0
+
+
+def stale_files(root: Path) -> list:
+    "Generated files that differ from what `tito export` would write now (missing ones included)."
+    stale = []
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "project"
+        copy.mkdir()
+        for name in ("pyproject.toml", "settings.ini"):
+            shutil.copy(root / name, copy / name)
+        shutil.copytree(root / "nbs", copy / "nbs")
+        shutil.copytree(root / "tinytorch", copy / "tinytorch",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        nbdev_export(copy)
+        export_sources(copy)
+        for fresh in sorted((copy / "tinytorch").rglob("*.py")) + sorted((copy / "source").rglob("*.ipynb")):
+            committed = root / fresh.relative_to(copy)
+            if not committed.exists() or not filecmp.cmp(fresh, committed, shallow=False):
+                stale.append(committed.relative_to(root))
+    try:
+        from tinytorch.grading.release import stale_release_files
+    except ModuleNotFoundError:
+        pass  # release tooling not installed yet
+    else:
+        stale.extend(stale_release_files(root))
+    return stale
+
+
+def run_check(args) -> int:
+    root = project_root()
+    stale = stale_files(root)
+    if stale:
+        print("stale generated files (edit nbs/, then run `tito export` and `tito release`):", file=sys.stderr)
+        for path in stale:
+            print(f"  {path}", file=sys.stderr)
+        return 1
+    print("tinytorch/, source/ and release/ are up to date with nbs/")
+    return 0
