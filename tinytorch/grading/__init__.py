@@ -1,0 +1,1 @@
+"""Grading tooling: release, sandboxed autograding, feedback. Not generated from notebooks."""
