@@ -10,6 +10,7 @@ COMMAND_MODULES = (
     "tinytorch.commands.grading",    # release, grade, demo, validate, test
     "tinytorch.commands.training",   # train
     "tinytorch.commands.bench",      # bench
+    "tinytorch.commands.quality",    # mutants
 )
 
 

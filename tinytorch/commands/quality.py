@@ -1,0 +1,36 @@
+"""`tito mutants`: how strong are the hidden tests? Generates single-point mutants of the
+solution regions, judges each with the grader's verdict, and lists the survivors."""
+import sys
+from pathlib import Path
+
+from tinytorch.paths import project_root
+
+EQUIVALENT_FILE = "tests/equivalent_mutants.json"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("mutants", help="mutation-test the hidden tests of a module notebook")
+    parser.add_argument("notebook", nargs="?", default="nbs/09_spatial.ipynb")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--threshold", type=float, default=0.95, help="fail below this share of killed mutants")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from tinytorch.grading.mutation import load_equivalent, run_mutants
+    root = project_root()
+    report = run_mutants(root / args.notebook, jobs=args.jobs)
+    equivalent = load_equivalent(root / EQUIVALENT_FILE)
+    survivors = [m for m in report.survivors() if m.key not in equivalent]
+    judged = len(report.outcomes) - (len(report.survivors()) - len(survivors))
+    score = (judged - len(survivors)) / max(1, judged)
+    print(f"{len(report.outcomes)} mutants, {report.killed} killed, "
+          f"{len(report.survivors()) - len(survivors)} shown equivalent ({EQUIVALENT_FILE}), "
+          f"{len(survivors)} survived: {score:.1%} of non-equivalent mutants killed")
+    for mutant in survivors:
+        print(f"  survived  {mutant.key}   (cell {mutant.cell}, line {mutant.line})")
+    if score < args.threshold:
+        print(f"below the {args.threshold:.0%} threshold: kill each survivor with a new check, "
+              f"or record why it is equivalent in {EQUIVALENT_FILE}", file=sys.stderr)
+        return 1
+    return 0
