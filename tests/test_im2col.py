@@ -1,0 +1,183 @@
+"""The fast path (Module 17) against PyTorch in float64, forward and backward, on random
+configurations; ties in max-pooling route like PyTorch; the fast ops keep the graph."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+
+from tinytorch.core.im2col import (avg_pool2d_fast, batch_norm2d_fast, col2im, conv2d_fast, im2col,
+                                   max_pool2d_fast, output_size)
+from tinytorch.core.tensor import Tensor
+
+TOL64 = dict(rtol=1e-10, atol=1e-10)   # float64: the two sides differ only by summation order
+FAST = settings(max_examples=30, deadline=None)
+
+
+def assert_close(ours, theirs, what):
+    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else theirs
+    assert ours is not None, f"{what}: no gradient was computed"
+    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape}, PyTorch {theirs.shape}"
+    error = np.abs(ours - theirs).max(initial=0.0)
+    assert np.allclose(ours, theirs, **TOL64), f"{what}: max abs difference {error:.3g} from PyTorch"
+
+
+def compare_with_torch(ours_fn, torch_fn, inputs, what):
+    """Run both sides on the same float64 arrays; compare outputs and every input's gradient
+    for a random upstream gradient (a plain .sum() would hide sign and routing errors)."""
+    ours_inputs = [Tensor(a.copy(), requires_grad=True) for a in inputs]
+    torch_inputs = [torch.tensor(a, requires_grad=True) for a in inputs]
+    ours_out = ours_fn(*ours_inputs)
+    torch_out = torch_fn(*torch_inputs)
+    assert_close(ours_out.data, torch_out, f"{what} forward")
+    upstream = np.random.default_rng(7).standard_normal(ours_out.shape)
+    ours_out.backward(upstream)
+    torch_out.backward(torch.tensor(upstream))
+    for index, (mine, theirs) in enumerate(zip(ours_inputs, torch_inputs)):
+        assert_close(mine.grad, theirs.grad, f"{what} gradient of input {index}")
+
+
+@st.composite
+def spatial_case(draw, max_pad_is_half_kernel: bool):
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    if max_pad_is_half_kernel:
+        ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    else:
+        ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, kh - 2 * ph), 7))
+    w = draw(st.integers(max(1, kw - 2 * pw), 7))
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    seed = draw(st.integers(0, 2**16))
+    return (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), seed
+
+
+@FAST
+@given(spatial_case(max_pad_is_half_kernel=False), st.integers(1, 4), st.booleans())
+def test_conv2d_fast_matches_torch(case, out_channels, with_bias):
+    shape, kernel, stride, padding, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    weight = rng.standard_normal((out_channels, shape[1], *kernel))
+    inputs = [x, weight] + ([rng.standard_normal(out_channels)] if with_bias else [])
+    compare_with_torch(
+        lambda x, w, *b: conv2d_fast(x, w, b[0] if b else None, stride, padding),
+        lambda x, w, *b: F.conv2d(x, w, b[0] if b else None, stride=stride, padding=padding),
+        inputs, f"conv2d {shape} k{kernel} s{stride} p{padding}")
+
+
+@FAST
+@given(spatial_case(max_pad_is_half_kernel=True))
+def test_max_pool2d_fast_matches_torch(case):
+    shape, kernel, stride, padding, seed = case
+    x = np.random.default_rng(seed).standard_normal(shape)
+    compare_with_torch(lambda x: max_pool2d_fast(x, kernel, stride, padding),
+                       lambda x: F.max_pool2d(x, kernel, stride, padding),
+                       [x], f"max_pool2d {shape} k{kernel} s{stride} p{padding}")
+
+
+@FAST
+@given(spatial_case(max_pad_is_half_kernel=True))
+def test_max_pool2d_ties_route_like_torch(case):
+    """Integers from {-1, 0, 1} make ties in almost every window, overlapping windows included:
+    the gradient must go to the same single element PyTorch picks (the first in row-major order)."""
+    shape, kernel, stride, padding, seed = case
+    x = np.random.default_rng(seed).integers(-1, 2, shape).astype(np.float64)
+    compare_with_torch(lambda x: max_pool2d_fast(x, kernel, stride, padding),
+                       lambda x: F.max_pool2d(x, kernel, stride, padding),
+                       [x], f"max_pool2d ties {shape} k{kernel} s{stride} p{padding}")
+
+
+def test_max_pool2d_tie_goes_to_one_element():
+    x = Tensor(np.full((1, 1, 2, 2), 3.0), requires_grad=True)
+    max_pool2d_fast(x, (2, 2), (2, 2), (0, 0)).sum().backward()
+    assert x.grad.sum() == 1.0, f"a tied window must send its gradient to one element, got {x.grad[0, 0]}"
+    assert x.grad[0, 0, 0, 0] == 1.0, "PyTorch sends a tie's gradient to the first element of the window"
+
+
+@FAST
+@given(spatial_case(max_pad_is_half_kernel=True))
+def test_avg_pool2d_fast_matches_torch(case):
+    shape, kernel, stride, padding, seed = case
+    x = np.random.default_rng(seed).standard_normal(shape)
+    compare_with_torch(lambda x: avg_pool2d_fast(x, kernel, stride, padding),
+                       lambda x: F.avg_pool2d(x, kernel, stride, padding),
+                       [x], f"avg_pool2d {shape} k{kernel} s{stride} p{padding}")
+
+
+@FAST
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.booleans(),
+       st.integers(0, 2**16))
+def test_batch_norm2d_fast_matches_torch(n, c, h, w, training, seed):
+    if training and n * h * w < 2:
+        n = 2
+    rng = np.random.default_rng(seed)
+    x = rng.normal(1.5, 2.0, (n, c, h, w))
+    gamma, beta = rng.standard_normal(c), rng.standard_normal(c)
+    start_mean, start_var = rng.standard_normal(c), rng.uniform(0.5, 2.0, c)
+    ours_mean, ours_var = start_mean.copy(), start_var.copy()
+    torch_mean, torch_var = torch.tensor(start_mean), torch.tensor(start_var)
+    compare_with_torch(
+        lambda x, g, b: batch_norm2d_fast(x, g, b, ours_mean, ours_var, training, 0.1, 1e-5),
+        lambda x, g, b: F.batch_norm(x, torch_mean, torch_var, g, b, training, 0.1, 1e-5),
+        [x, gamma, beta], f"batch_norm2d {(n, c, h, w)} training={training}")
+    assert_close(ours_mean, torch_mean, "running_mean")
+    assert_close(ours_var, torch_var, "running_var")
+
+
+def test_batch_norm2d_fast_refuses_one_value_per_channel_in_training():
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        batch_norm2d_fast(Tensor(np.ones((1, 2, 1, 1))), Tensor(np.ones(2)), Tensor(np.zeros(2)),
+                          np.zeros(2), np.ones(2), True, 0.1, 1e-5)
+
+
+def test_im2col_col2im_are_adjoint():
+    """<im2col(x), y> == <x, col2im(y)>: the backward pass of the copy is exactly the scatter-add."""
+    rng = np.random.default_rng(3)
+    xp = rng.standard_normal((2, 7, 6, 3))                                  # (C, Hp, Wp, N)
+    out_h, out_w = output_size(7, 3, 2, 0), output_size(6, 2, 1, 0)
+    cols = im2col(xp, 3, 2, out_h, out_w, (2, 1))
+    y = rng.standard_normal(cols.shape)
+    assert np.isclose((cols * y).sum(), (xp * col2im(y, xp.shape, 3, 2, out_h, out_w, (2, 1))).sum(), rtol=1e-12)
+
+
+def test_conv2d_fast_skips_the_input_gradient_when_not_needed():
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((2, 3, 5, 5)))                           # an image batch: no gradient
+    weight = Tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
+    out = conv2d_fast(x, weight, None, (1, 1), (1, 1))
+    grads = out._backward(np.ones(out.shape))
+    assert grads[0] is None, "conv2d_fast computed an input gradient nobody asked for"
+    expected = F.conv2d(torch.tensor(x.data), torch.tensor(weight.data, requires_grad=True), padding=1)
+    expected.sum().backward()
+    out.sum().backward()
+    assert x.grad is None
+    assert weight.grad is not None and weight.grad.shape == (4, 3, 3, 3)
+
+
+def test_float32_stays_float32_and_layout_is_invisible():
+    """The fast ops return (N, C, H, W) views of batch-last memory; values and shapes must be
+    exactly what an ordinary array would give, and float32 must stay float32."""
+    rng = np.random.default_rng(1)
+    x = Tensor(rng.standard_normal((4, 3, 8, 8)).astype(np.float32), requires_grad=True)
+    weight = Tensor(rng.standard_normal((5, 3, 3, 3)).astype(np.float32), requires_grad=True)
+    out = max_pool2d_fast(conv2d_fast(x, weight, None, (1, 1), (1, 1)).relu(), (2, 2), (2, 2), (0, 0))
+    assert out.dtype == np.float32 and out.shape == (4, 5, 4, 4)
+    flat = out.flatten(1)
+    expected = F.max_pool2d(F.relu(F.conv2d(torch.tensor(x.data), torch.tensor(weight.data), padding=1)), 2)
+    assert np.allclose(flat.data, expected.reshape(4, -1).numpy(), rtol=1e-5, atol=1e-5)
+    flat.sum().backward()
+    assert x.grad.dtype == np.float32 and weight.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: conv2d_fast(Tensor(np.ones((3, 8, 8))), Tensor(np.ones((2, 3, 3, 3))), None, (1, 1), (0, 0)),
+     r"expected 4-D input \(N, C, H, W\), got shape \(3, 8, 8\)"),
+    (lambda: conv2d_fast(Tensor(np.ones((1, 2, 8, 8))), Tensor(np.ones((2, 3, 3, 3))), None, (1, 1), (0, 0)),
+     r"expected input with 3 channels, got shape \(1, 2, 8, 8\)"),
+    (lambda: max_pool2d_fast(Tensor(np.ones((1, 1, 2, 2))), (3, 3), (1, 1), (0, 0)),
+     r"smaller than the kernel 3×3"),
+])
+def test_bad_input_names_expected_and_received(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
