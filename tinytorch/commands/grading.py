@@ -1,0 +1,69 @@
+"""`tito release`, `tito grade`, `tito demo`: the nbgrader side of the course.
+(Kept light: nbgrader and nbconvert are imported inside the handlers.)"""
+import sys
+from pathlib import Path
+
+from tinytorch.paths import project_root
+
+
+def register(subparsers) -> None:
+    release = subparsers.add_parser("release", help="source/ -> release/ (nbgrader generate_assignment), then a leak scan")
+    release.set_defaults(handler=run_release)
+
+    grade = subparsers.add_parser("grade", help="grade a folder of submissions (nbgrader submitted/ layout or <student>.ipynb files)")
+    grade.add_argument("directory", type=Path, help="submitted/ folder, a course folder holding submitted/, or a flat folder of <student>.ipynb")
+    grade.add_argument("--out", type=Path, default=None, help="course folder for gradebook.db, autograded/, feedback/, grades.csv (default: the current directory)")
+    grade.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: settings.ini [grading] jobs, 0 = cores)")
+    grade.add_argument("--no-sandbox", action="store_true", help="run kernels without bubblewrap (recorded in grades.csv)")
+    grade.add_argument("--cell-timeout", type=int, default=None, help="seconds per cell (overrides settings.ini)")
+    grade.add_argument("--submission-timeout", type=int, default=None, help="seconds per submission (overrides settings.ini)")
+    grade.add_argument("--memory-mb", type=int, default=None, help="address-space cap per kernel (overrides settings.ini)")
+    grade.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    grade.set_defaults(handler=run_grade)
+
+    demo = subparsers.add_parser("demo", help="release the module and grade the bundled sample submissions into demo/")
+    demo.add_argument("--out", type=Path, default=None, help="demo course folder (default: demo/ in the project)")
+    demo.add_argument("--jobs", type=int, default=None)
+    demo.add_argument("--no-sandbox", action="store_true", help="run kernels without bubblewrap")
+    demo.set_defaults(handler=run_demo)
+
+
+def run_release(args) -> int:
+    from tinytorch.grading.release import LeakError, release
+    root = project_root()
+    try:
+        written = release(root)
+    except LeakError as error:
+        print(f"tito release: {error}", file=sys.stderr)
+        return 1
+    print("released (no solution, hidden test or mark scheme text found): "
+          + ", ".join(str(p.relative_to(root)) for p in written))
+    return 0
+
+
+def run_grade(args) -> int:
+    from tinytorch.grading.grade import GradingError, grade_batch, limits_for, print_table
+    from tinytorch.settings import load_settings
+    root = project_root()
+    settings = load_settings(root)
+    out = (args.out or Path.cwd()).resolve()
+    jobs = args.jobs if args.jobs else settings.parallel_jobs
+    limits = limits_for(settings, sandbox=settings.sandbox and not args.no_sandbox,
+                        cell_timeout=args.cell_timeout, submission_timeout=args.submission_timeout,
+                        memory_mb=args.memory_mb)
+    try:
+        report = grade_batch(args.directory, root, out, settings, limits, jobs=jobs, progress=not args.quiet)
+    except GradingError as error:
+        print(f"tito grade: {error}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print_table(report)
+    print(f"graded {report.graded_now}, reused {report.reused} from an earlier run; "
+          f"{report.csv_path}; feedback in {report.feedback_dir}/<student>/"
+          + ("" if report.sandbox else "  (SANDBOX OFF)"))
+    return 0
+
+
+def run_demo(args) -> int:
+    from tinytorch.grading.demo import run_demo as demo
+    return demo(project_root(), out=args.out, jobs=args.jobs, no_sandbox=args.no_sandbox)

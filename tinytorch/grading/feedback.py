@@ -1,0 +1,123 @@
+"""Feedback a student may read: the executed notebook with hidden tests and mark schemes
+cleared, every graded cell followed by its score and the concepts it missed, and nothing that
+quotes hidden code (no tracebacks, no record lines, no line of a hidden test or solution that
+is not the student's own)."""
+import copy
+import html
+import re
+import threading
+
+import nbformat
+
+from tinytorch.grading.notebooks import (HIDDEN, MARK_SCHEME, MARKER_WORDS, cell_text, grade_id, is_graded,
+                                         is_restored, neutralise_markers, strip_region)
+from tinytorch.grading.record import MARKER
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+TAG = re.compile(r"<[^>]*>")
+# Output types shown as-is; html/javascript from a student's kernel is dropped.
+SAFE_MIMES = ("text/plain", "image/png", "image/jpeg")
+_exporter = threading.local()
+
+
+def own_lines(submission_text: str) -> set:
+    "Stripped lines the student wrote (their own text never counts as a leak)."
+    return {line.strip() for line in submission_text.splitlines()}
+
+
+def _forbidden(secrets: dict, own: set) -> list:
+    return sorted({line for lines in secrets.values() for line in lines if line not in own}, key=len, reverse=True)
+
+
+def _clean_text(text: str, forbidden: list) -> str:
+    kept = []
+    for line in ANSI.sub("", text).splitlines(keepends=True):
+        if MARKER in line or any(secret in line for secret in forbidden):
+            continue
+        kept.append(neutralise_markers(line))
+    return "".join(kept)
+
+
+def _clean_outputs(cell, forbidden: list) -> list:
+    outputs = []
+    for output in cell.get("outputs", []):
+        kind = output.get("output_type")
+        if kind == "stream":
+            text = output.get("text", "")
+            text = _clean_text("".join(text) if isinstance(text, list) else str(text), forbidden)
+            if text:
+                outputs.append(nbformat.v4.new_output("stream", name=output.get("name", "stdout"), text=text))
+        elif kind == "error":
+            # A traceback quotes the cell's code, hidden part included: show only what was raised.
+            summary = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
+            text = _clean_text(summary, forbidden)
+            outputs.append(nbformat.v4.new_output("stream", name="stderr", text=text or "error (message hidden)\n"))
+        elif kind in ("display_data", "execute_result"):
+            data = {}
+            for mime in SAFE_MIMES:
+                if mime in output.get("data", {}):
+                    value = output["data"][mime]
+                    if mime == "text/plain":
+                        value = _clean_text("".join(value) if isinstance(value, list) else str(value), forbidden)
+                    data[mime] = value
+            if data:
+                outputs.append(nbformat.v4.new_output("display_data", data=data))
+    return outputs
+
+
+def feedback_notebook(executed, submission_text: str, secrets: dict, points: dict, messages: dict, graded: list,
+                      header: str):
+    "The notebook a student is shown."
+    forbidden = _forbidden(secrets, own_lines(submission_text))
+    max_points = dict(graded)
+    cells = [nbformat.v4.new_markdown_cell(header)]
+    for cell in executed.cells:
+        shown = copy.deepcopy(cell)
+        text = cell_text(cell)
+        if is_restored(cell):
+            text = strip_region(text, *HIDDEN)
+        else:
+            text = neutralise_markers(text)
+        if cell.cell_type == "markdown":
+            text = strip_region(text, *MARK_SCHEME)
+        shown.source = text
+        shown.metadata = {}
+        if shown.cell_type == "code":
+            shown.outputs = _clean_outputs(cell, forbidden)
+        cells.append(shown)
+        gid = grade_id(cell)
+        if is_graded(cell) and gid in max_points:
+            verdict = f"**{gid}: {points.get(gid, 0):g} / {max_points[gid]:g} points**"
+            reasons = messages.get(gid, [])
+            if reasons:
+                verdict += "\n\n" + "\n".join(f"- {_clean_text(html.escape(r), forbidden).strip()}" for r in reasons)
+            cells.append(nbformat.v4.new_markdown_cell(verdict))
+    nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": executed.metadata.get("kernelspec", {})})
+    for index, cell in enumerate(nb.cells):
+        cell["id"] = f"feedback-{index}"
+    return nb
+
+
+def to_html(nb) -> str:
+    if getattr(_exporter, "value", None) is None:
+        from nbconvert import HTMLExporter
+        _exporter.value = HTMLExporter(template_name="classic")
+    body, _ = _exporter.value.from_notebook_node(nb)
+    return body
+
+
+def html_text(body: str) -> str:
+    "The visible text of an HTML page (what a leak would look like to a reader)."
+    return html.unescape(TAG.sub("", body))
+
+
+def find_leaks(body: str, secrets: dict, submission_text: str) -> list:
+    "Descriptions of the secret text in a feedback page: marker words, or secret lines not the student's."
+    text = html_text(body)
+    own = own_lines(submission_text)
+    leaks = [f"marker '{word}'" for word in MARKER_WORDS if word in text]
+    for kind, lines in secrets.items():
+        for line in lines:
+            if line not in own and line in text:
+                leaks.append(f"{kind} line '{line[:60]}'")
+    return leaks

@@ -1,0 +1,430 @@
+"""`tito grade DIR`: grade a class of submissions, one sandboxed kernel each.
+
+Per submission (in a worker thread): read and validate the JSON; put back the instructor's
+locked and graded cells (hidden tests included) from `source/`; copy only the student's own
+`.ipynb` into a fresh folder and execute the restored notebook from memory through
+`tinytorch.grading.sandbox`; score each graded cell in this process (no error output AND the
+reference records match); write the autograded notebook and the feedback page.
+The main thread is the only writer of the gradebook, the journal and `grades.csv`.
+
+Resume: after a submission's gradebook row is committed, a journal entry keyed by the
+submission's content hash is written (temp + rename). A re-run skips what the journal holds
+for the same bytes and the same source, and re-grades anything changed.
+"""
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from tinytorch.grading import feedback as fb
+from tinytorch.grading.executor import KernelLimits, execute_notebook, sandbox_available
+from tinytorch.grading.notebooks import (InvalidNotebook, cell_text, content_hash, graded_cells, grade_id,
+                                         read_submission, restore_cells, secret_lines)
+from tinytorch.grading.scoring import reference_records_of, score_cells, short
+from tinytorch.grading.record import decode_records, encode_record
+
+STATE = ".tito-grade"          # journal and reference cache, inside the output folder
+STATUSES = ("graded", "timeout", "crashed", "memory", "invalid", "missing")
+
+
+class GradingError(RuntimeError):
+    "The batch cannot be graded (not a student's fault): bad course, failing reference, leak."
+
+
+def atomic_write(path: Path, data, mode: str = "w") -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {})) as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Submission:
+    student: str
+    path: Path | None          # None: no notebook to grade
+    problem: str = ""          # why the path is odd or missing
+
+    def data(self) -> bytes | None:
+        return self.path.read_bytes() if self.path is not None else None
+
+
+@dataclass
+class Assignment:
+    module: str
+    notebook: str
+    source: object             # the instructor's notebook (solutions, hidden tests)
+    release: object            # the student version (visible tests only)
+    source_hash: str
+    graded: list               # [(grade_id, points)]
+    secrets: dict
+
+    @property
+    def max_score(self) -> float:
+        return sum(points for _, points in self.graded)
+
+
+@dataclass
+class Result:
+    student: str
+    status: str
+    score: float
+    max_score: float
+    detail: str
+    cells: dict = field(default_factory=dict)
+    submission_hash: str = ""
+    source_hash: str = ""
+    seconds: float = 0.0
+
+    def row(self, graded: list) -> list:
+        return ([self.student, f"{self.score:g}", f"{self.max_score:g}", self.status, self.detail]
+                + [f"{self.cells.get(gid, 0.0):g}" for gid, _ in graded])
+
+
+def _visible_release(source):
+    "The student version in memory (for telling edited test cells), when release/ is not at hand."
+    from tinytorch.grading.notebooks import HIDDEN, SOLUTION, strip_region
+    nb = nbformat.from_dict(json.loads(json.dumps(source)))
+    for cell in nb.cells:
+        cell.source = strip_region(strip_region(cell_text(cell), *HIDDEN), *SOLUTION)
+    return nb
+
+
+def load_assignment(course: Path, module: str, notebook: str) -> Assignment:
+    path = Path(course) / "source" / module / notebook
+    if not path.exists():
+        raise GradingError(f"{path} not found: run `tito export` (and `tito release`) first")
+    data = path.read_bytes()
+    source = nbformat.reads(data.decode("utf-8"), as_version=4)
+    released_path = Path(course) / "release" / module / notebook
+    release = nbformat.read(released_path, as_version=4) if released_path.exists() else _visible_release(source)
+    graded = graded_cells(source)
+    if not graded:
+        raise GradingError(f"{path} has no graded cells (nbgrader metadata with grade: true)")
+    ids = [gid for gid, _ in graded]
+    if len(set(ids)) != len(ids):
+        raise GradingError(f"{path}: duplicated grade ids in the source notebook")
+    return Assignment(module, notebook, source, release, content_hash(data), graded, secret_lines(source))
+
+
+# ---------------------------------------------------------------- finding submissions
+
+def discover(directory: Path, module: str, notebook: str) -> list:
+    """Submissions in nbgrader's layout (`DIR/<student>/<module>/<notebook>`, or a course folder
+    holding `submitted/`) or a flat folder of `<student>.ipynb` files."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise GradingError(f"{directory} is not a folder of submissions")
+    if (directory / "submitted").is_dir():
+        directory = directory / "submitted"
+    found = {}
+    for entry in sorted(directory.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and entry.suffix == ".ipynb":
+            found[entry.stem] = Submission(entry.stem, entry)
+        elif entry.is_dir():
+            found[entry.name] = _from_student_folder(entry, module, notebook)
+    return [found[name] for name in sorted(found)]
+
+
+def _from_student_folder(folder: Path, module: str, notebook: str) -> Submission:
+    student = folder.name
+    assignment = folder / module
+    if not assignment.is_dir():
+        return Submission(student, None, f"no {module}/ folder in {folder.name}/")
+    expected = assignment / notebook
+    if expected.is_file():
+        return Submission(student, expected)
+    others = sorted(p for p in assignment.glob("*.ipynb") if p.is_file())
+    if len(others) == 1:
+        return Submission(student, others[0], f"graded {others[0].name}: expected the file name {notebook}")
+    if others:
+        return Submission(student, None, f"no {notebook}; found {', '.join(p.name for p in others)}")
+    return Submission(student, None, f"no {notebook} in {folder.name}/{module}/")
+
+
+# ---------------------------------------------------------------- reference records
+
+def reference_records(assignment: Assignment, limits, state_dir: Path) -> dict:
+    "{grade_id: {name: (array, concept)}} of the reference solution, cached by source hash."
+    cache = Path(state_dir) / f"reference-{assignment.source_hash[:16]}.json"
+    if cache.exists():
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+        return {gid: decode_records(text) for gid, text in stored.items()}
+    nb = nbformat.from_dict(json.loads(json.dumps(assignment.source)))
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    with tempfile.TemporaryDirectory(prefix="tito-reference-") as workdir:
+        os.chmod(workdir, 0o777)
+        result = execute_notebook(nb, Path(workdir), limits)
+    points, messages = score_cells(result.notebook, assignment.graded, {})
+    if result.status != "ok" or messages:
+        raise GradingError(f"the reference solution in source/{assignment.module} does not pass its own tests "
+                           f"({result.status} {result.detail}): {messages}")
+    records = reference_records_of(result.notebook)
+    stored = {gid: "\n".join(encode_record(name, array, concept) for name, (array, concept) in recs.items())
+              for gid, recs in records.items()}
+    atomic_write(cache, json.dumps(stored))
+    return records
+
+
+# ---------------------------------------------------------------- one submission
+
+def _summarise(messages: dict) -> list:
+    "Group failing cells by reason: 'reason [cell, cell]'."
+    by_reason = {}
+    for gid, reasons in messages.items():
+        by_reason.setdefault(reasons[0], []).append(gid)
+    return [f"{reason} [{', '.join(gids)}]" for reason, gids in by_reason.items()]
+
+
+def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, out: Path,
+              sandbox_note: str = "") -> Result:
+    "Grade one submission; writes its autograded notebook and feedback page. Never raises for student faults."
+    zero = {gid: 0.0 for gid, _ in assignment.graded}
+    base = dict(student=sub.student, max_score=assignment.max_score, source_hash=assignment.source_hash)
+    notes = [sandbox_note] if sandbox_note else []
+    if sub.path is None:
+        return Result(status="missing", score=0.0, detail="; ".join(notes + [sub.problem]), cells=zero,
+                      submission_hash="missing", **base)
+    data = sub.data()
+    digest = content_hash(data)
+    if sub.problem:
+        notes.append(sub.problem)
+    try:
+        submission = read_submission(data)
+    except InvalidNotebook as error:
+        return Result(status="invalid", score=0.0, detail="; ".join(notes + [str(error)]), cells=zero,
+                      submission_hash=digest, **base)
+    restored, flags = restore_cells(submission, assignment.source, assignment.release)
+    workdir = Path(tempfile.mkdtemp(prefix="tito-grade-"))
+    try:
+        # Only the student's own bytes go beside the kernel; the restored notebook stays in memory.
+        (workdir / assignment.notebook).write_bytes(data)
+        os.chmod(workdir, 0o777)
+        os.chmod(workdir / assignment.notebook, 0o666)
+        result = execute_notebook(restored, workdir, limits)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    points, messages = score_cells(result.notebook, assignment.graded, reference)
+    status = "graded" if result.status == "ok" else result.status
+    if status not in STATUSES:
+        status = "crashed"
+    execution = [f"{result.status}: {short(result.detail)}"] if result.status != "ok" else []
+    if result.timed_out_cells:
+        execution.append("interrupted cells: " + ", ".join(str(c) for c in result.timed_out_cells))
+    detail = "; ".join(notes + flags + execution + _summarise(messages))
+    outcome = Result(status=status, score=float(sum(points.values())), detail=detail, cells=points,
+                     submission_hash=digest, seconds=result.seconds, **base)
+    _write_outputs(sub, assignment, result.notebook, submission, points, messages, outcome, out)
+    return outcome
+
+
+def _write_outputs(sub, assignment, executed, submission, points, messages, outcome, out: Path) -> None:
+    autograded = out / "autograded" / sub.student / assignment.module / assignment.notebook
+    atomic_write(autograded, nbformat.writes(executed))
+    own_text = "\n".join(cell_text(c) for c in submission.cells)
+    header = (f"# Feedback: {assignment.module}, {sub.student}\n\n"
+              f"**Score: {outcome.score:g} / {outcome.max_score:g}** (status: {outcome.status})")
+    page = fb.to_html(fb.feedback_notebook(executed, own_text, assignment.secrets, points, messages,
+                                           assignment.graded, header))
+    leaks = fb.find_leaks(page, assignment.secrets, own_text)
+    if leaks:
+        raise GradingError(f"feedback for {sub.student} would leak: {'; '.join(leaks[:5])}")
+    atomic_write(out / "feedback" / sub.student / f"{assignment.module}.html", page)
+
+
+# ---------------------------------------------------------------- gradebook, journal, csv
+
+class Gradebook:
+    "The course's nbgrader gradebook, written by one thread; each submission is one transaction."
+
+    def __init__(self, course: Path, module: str, notebook: str, course_id: str):
+        from nbgrader.api import Gradebook as NbGradebook
+        from tinytorch.grading.release import venv_on_path
+        venv_on_path()
+        self.module, self.notebook = module, Path(notebook).stem
+        self.gb = NbGradebook(f"sqlite:///{Path(course).resolve() / 'gradebook.db'}", course_id)
+
+    def write(self, result: Result) -> None:
+        if result.status == "missing":
+            return  # nbgrader's notion too: nothing submitted, no submission row
+        try:
+            with warnings.catch_warnings():
+                # nbgrader's own ORM code trips SQLAlchemy autoflush warnings on every new submission.
+                warnings.simplefilter("ignore")
+                self._write(result)
+            self.gb.db.commit()
+        except Exception:
+            self.gb.db.rollback()
+            raise
+
+    def _write(self, result: Result) -> None:
+        self.gb.update_or_create_student(result.student)
+        self.gb.update_or_create_submission(self.module, result.student)
+        for gid, score in result.cells.items():
+            grade = self.gb.find_grade(gid, self.notebook, self.module, result.student)
+            grade.auto_score = score
+
+    def close(self) -> None:
+        self.gb.close()
+
+
+def journal_path(state: Path, student: str) -> Path:
+    return state / "results" / f"{student}.json"
+
+
+def load_journal(state: Path, student: str):
+    path = journal_path(state, student)
+    try:
+        return Result(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_csv(path: Path, results: list, graded: list) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["student_id", "score", "max_score", "status", "detail"] + [gid for gid, _ in graded])
+    for result in sorted(results, key=lambda r: r.student):
+        writer.writerow(result.row(graded))
+    atomic_write(path, buffer.getvalue())
+
+
+def scan_feedback(out: Path, assignment: Assignment, submissions: list) -> list:
+    "Leaks in every feedback page under `out/feedback` (a student's own text does not count)."
+    own = {}
+    for sub in submissions:
+        try:
+            own[sub.student] = "\n".join(cell_text(c) for c in read_submission(sub.data()).cells) if sub.path else ""
+        except (InvalidNotebook, OSError):
+            own[sub.student] = ""
+    problems = []
+    for page in sorted((out / "feedback").glob(f"*/{assignment.module}.html")):
+        leaks = fb.find_leaks(page.read_text(encoding="utf-8"), assignment.secrets, own.get(page.parent.name, ""))
+        problems += [f"{page.relative_to(out)}: {leak}" for leak in leaks]
+    return problems
+
+
+# ---------------------------------------------------------------- the batch
+
+@dataclass
+class BatchReport:
+    results: list
+    graded_now: int
+    reused: int
+    csv_path: Path
+    feedback_dir: Path
+    sandbox: bool
+
+
+def prepare_course(out: Path, root: Path, module: str, settings) -> None:
+    """Make `out` a course folder nbgrader accepts: source/ copied from the project and the
+    assignment (notebooks, grade cells) recorded in out/gradebook.db."""
+    from tinytorch.grading.release import generate
+    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != root.resolve():
+        target = out / "source" / module
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(root / "source" / module, target)
+        for name in ("settings.ini", "nbgrader_config.py"):
+            if (root / name).exists():
+                shutil.copy(root / name, out / name)
+    generate(out, module, settings)
+
+
+def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: int = 1,
+                progress: bool = True, module: str | None = None) -> BatchReport:
+    module = module or settings.modules[0]
+    notebook = settings.notebook(module)
+    root, out = Path(root).resolve(), Path(out).resolve()
+    sandbox_note = ""
+    if limits.sandbox:
+        available, why = sandbox_available()
+        if not available:
+            raise GradingError(f"the grading sandbox cannot run here ({why}); install bubblewrap "
+                               f"(scripts/setup.sh) or pass --no-sandbox to grade without it")
+    else:
+        sandbox_note = "sandbox off"
+    prepare_course(out, root, module, settings)
+    assignment = load_assignment(out, module, notebook)
+    state = out / STATE
+    submissions = discover(directory, module, notebook)
+    reference = reference_records(assignment, limits, state)
+
+    results, todo = {}, []
+    for sub in submissions:
+        try:
+            digest = content_hash(sub.data()) if sub.path is not None else "missing"
+        except OSError:
+            digest = "unreadable"
+        previous = load_journal(state, sub.student)
+        if previous and previous.submission_hash == digest and previous.source_hash == assignment.source_hash \
+                and (previous.detail.startswith("sandbox off") == (not limits.sandbox)):
+            results[sub.student] = previous
+        else:
+            todo.append(sub)
+    reused = len(results)
+    csv_path = out / "grades.csv"
+    gradebook = Gradebook(out, module, notebook, settings.course_id)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(submissions), initial=reused, desc=f"grading {module}", unit="nb")
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="grade") as pool:
+            futures = {pool.submit(grade_one, sub, assignment, reference, limits, out, sandbox_note): sub
+                       for sub in todo}
+            for future in as_completed(futures):
+                result = future.result()   # GradingError (a leak, a broken course) stops the batch loudly
+                gradebook.write(result)
+                atomic_write(journal_path(state, result.student), json.dumps(asdict(result)))
+                results[result.student] = result
+                write_csv(csv_path, list(results.values()), assignment.graded)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        gradebook.close()
+    write_csv(csv_path, [results[s.student] for s in submissions], assignment.graded)
+    problems = scan_feedback(out, assignment, submissions)
+    if problems:
+        raise GradingError("secret text found in feedback/:\n  " + "\n  ".join(problems[:40]))
+    return BatchReport([results[s.student] for s in submissions], len(todo), reused, csv_path,
+                       out / "feedback", limits.sandbox)
+
+
+def limits_for(settings, sandbox: bool, **overrides):
+    limits = KernelLimits.from_settings(settings)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    changes["sandbox"] = sandbox
+    from dataclasses import replace
+    return replace(limits, **changes)
+
+
+def print_table(report: BatchReport, assignment_graded=None, file=None) -> None:
+    rows = [(r.student, f"{r.score:g}/{r.max_score:g}", r.status, r.detail) for r in report.results]
+    width = max([len(r[0]) for r in rows] + [7])
+    print(f"{'student':<{width}}  {'score':>9}  {'status':<8}  detail", file=file)
+    for student, score, status, detail in rows:
+        print(f"{student:<{width}}  {score:>9}  {status:<8}  {short(detail, 110)}", file=file)
+

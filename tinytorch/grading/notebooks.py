@@ -1,0 +1,249 @@
+"""Notebook surgery the grader needs, in plain Python (no nbgrader import, so workers stay light).
+
+- which cells nbgrader grades or locks (`nbgrader` cell metadata),
+- restoring the instructor's locked and graded cells into a submission (nbgrader's
+  `OverwriteCells` + `add_missing_cells`, plus what nbgrader does not do: duplicated and
+  foreign grade ids are neutralised and reported instead of aborting the batch),
+- the secret text of a source notebook (solutions, hidden tests, mark schemes) for leak scans,
+- clearing hidden tests and mark schemes for feedback.
+"""
+import copy
+import hashlib
+import json
+import re
+
+import nbformat
+
+SOLUTION = ("### BEGIN SOLUTION", "### END SOLUTION")
+HIDDEN = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+MARK_SCHEME = ("=== BEGIN MARK SCHEME ===", "=== END MARK SCHEME ===")
+# The words a leak scan looks for; a student who types them gets them neutralised in feedback.
+MARKER_WORDS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS",
+                "BEGIN MARK SCHEME", "END MARK SCHEME")
+# Shorter secret lines ("pass", "return out") are too common to prove a leak.
+MIN_SECRET_LINE = 12
+
+
+class InvalidNotebook(ValueError):
+    "The submission is not a readable Jupyter notebook."
+
+
+def nbgrader_meta(cell) -> dict:
+    meta = cell.get("metadata", {}).get("nbgrader")
+    return meta if isinstance(meta, dict) else {}
+
+
+def grade_id(cell):
+    value = nbgrader_meta(cell).get("grade_id")
+    return value if isinstance(value, str) else None
+
+
+def is_graded(cell) -> bool:
+    return bool(nbgrader_meta(cell).get("grade"))
+
+
+def is_solution(cell) -> bool:
+    return bool(nbgrader_meta(cell).get("solution"))
+
+
+def is_locked(cell) -> bool:
+    meta = nbgrader_meta(cell)
+    # nbgrader locks every graded non-solution cell even when `locked` is false.
+    return bool(meta.get("locked")) or (bool(meta.get("grade")) and not meta.get("solution"))
+
+
+def is_restored(cell) -> bool:
+    "A cell whose instructor version replaces the student's: locked or graded, and not a solution."
+    return is_locked(cell) and not is_solution(cell)
+
+
+def graded_cells(nb) -> list:
+    "[(grade_id, points)] of the graded code cells, in notebook order."
+    return [(grade_id(c), float(nbgrader_meta(c).get("points", 0)))
+            for c in nb.cells if is_graded(c) and c.cell_type == "code" and grade_id(c)]
+
+
+def cell_text(cell) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def read_submission(data: bytes):
+    "The notebook in `data`, or InvalidNotebook saying why not (never another exception)."
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise InvalidNotebook(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise InvalidNotebook(f"not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
+        raise InvalidNotebook("JSON but not a notebook: expected an object with a 'cells' list")
+    if raw.get("nbformat") != 4:
+        raise InvalidNotebook(f"expected notebook format 4, got {raw.get('nbformat')!r}")
+    try:
+        nb = nbformat.from_dict(raw)
+        for cell in nb.cells:
+            if cell.get("cell_type") not in ("code", "markdown", "raw"):
+                raise InvalidNotebook(f"unknown cell type {cell.get('cell_type')!r}")
+            cell.setdefault("metadata", nbformat.from_dict({}))
+            source = cell.get("source", "")
+            if isinstance(source, list):
+                if not all(isinstance(part, str) for part in source):
+                    raise InvalidNotebook("a cell's source holds something other than text")
+                cell["source"] = "".join(source)
+            elif not isinstance(source, str):
+                raise InvalidNotebook("a cell's source is not text")
+            if cell["cell_type"] == "code":
+                cell["outputs"] = []
+                cell["execution_count"] = None
+    except InvalidNotebook:
+        raise
+    except Exception as error:  # nbformat raises assorted errors on odd structures
+        raise InvalidNotebook(f"not a valid notebook ({type(error).__name__}: {error})") from None
+    return nb
+
+
+def _fresh_cell(source_cell):
+    cell = copy.deepcopy(source_cell)
+    if cell.cell_type == "code":
+        cell.outputs = []
+        cell.execution_count = None
+    return cell
+
+
+def restore_cells(submission, source, release=None):
+    """The notebook to execute: the student's cells, with every locked/graded cell of `source`
+    put back (edited ones overwritten, deleted ones inserted where they belong). Returns
+    (notebook, flags); `flags` are short sentences for the `detail` column. `release` (the
+    student version) tells an edited test cell from an untouched one."""
+    flags = []
+    source_by_id = {grade_id(c): c for c in source.cells if grade_id(c)}
+    release_by_id = {grade_id(c): c for c in (release or source).cells if grade_id(c)}
+    seen, duplicated, foreign, edited = set(), [], [], []
+    out_cells = []
+    for cell in submission.cells:
+        gid = grade_id(cell)
+        if gid is None:
+            if nbgrader_meta(cell):
+                cell.metadata.pop("nbgrader", None)
+            out_cells.append(cell)
+            continue
+        if gid not in source_by_id:
+            foreign.append(gid)
+            cell.metadata.pop("nbgrader", None)
+            out_cells.append(cell)
+            continue
+        if gid in seen:
+            duplicated.append(gid)
+            # The copy keeps the student's text but loses its grading role.
+            cell.metadata.pop("nbgrader", None)
+            out_cells.append(cell)
+            continue
+        seen.add(gid)
+        reference = source_by_id[gid]
+        if is_restored(reference):
+            visible = release_by_id.get(gid, reference)
+            if cell_text(cell).strip() != cell_text(visible).strip():
+                edited.append(gid)
+            out_cells.append(_fresh_cell(reference))
+        else:
+            cell.cell_type = reference.cell_type
+            cell.metadata["nbgrader"] = copy.deepcopy(reference.metadata["nbgrader"])
+            if cell.cell_type == "code":
+                cell.setdefault("outputs", [])
+                cell.setdefault("execution_count", None)
+            else:
+                cell.pop("outputs", None)
+                cell.pop("execution_count", None)
+            out_cells.append(cell)
+    # Put back deleted cells after the nearest earlier source cell that is present.
+    missing = [gid for gid in source_by_id if gid not in seen]
+    for gid in missing:
+        position = 0
+        order = [grade_id(c) for c in source.cells]
+        for earlier in reversed(order[:order.index(gid)]):
+            if earlier is None:
+                continue
+            found = [i for i, c in enumerate(out_cells) if grade_id(c) == earlier]
+            if found:
+                position = found[0] + 1
+                break
+        out_cells.insert(position, _fresh_cell(source_by_id[gid]))
+    deleted_tests = [gid for gid in missing if is_restored(source_by_id[gid])]
+    deleted_answers = [gid for gid in missing if not is_restored(source_by_id[gid])]
+    if edited:
+        flags.append("edited test cells restored: " + ", ".join(edited))
+    if deleted_tests:
+        flags.append("deleted test cells restored: " + ", ".join(deleted_tests))
+    if deleted_answers:
+        flags.append("deleted answer cells put back as stubs: " + ", ".join(deleted_answers))
+    if duplicated:
+        flags.append("duplicated grade ids ignored: " + ", ".join(sorted(set(duplicated))))
+    if foreign:
+        flags.append("unknown grade ids ignored: " + ", ".join(sorted(set(foreign))))
+    result = nbformat.from_dict({"nbformat": 4, "nbformat_minor": source.get("nbformat_minor", 5),
+                                 "metadata": copy.deepcopy(source.metadata), "cells": out_cells})
+    _unique_cell_ids(result)
+    return result, flags
+
+
+def _unique_cell_ids(nb) -> None:
+    "nbformat 4.5 cell ids must be unique; students' copy-pasted cells may repeat them."
+    used = set()
+    for index, cell in enumerate(nb.cells):
+        cell_id = cell.get("id")
+        if not isinstance(cell_id, str) or not re.fullmatch(r"[a-zA-Z0-9-_]{1,64}", cell_id) or cell_id in used:
+            cell_id = f"cell-{index}"
+            while cell_id in used:
+                cell_id += "x"
+            cell["id"] = cell_id
+        used.add(cell_id)
+
+
+def _regions(text: str, begin: str, end: str):
+    "(inside_lines, outside_lines) of `text` for the region markers begin/end."
+    inside, outside, active = [], [], False
+    for line in text.splitlines():
+        if begin in line:
+            active = True
+            continue
+        if end in line:
+            active = False
+            continue
+        (inside if active else outside).append(line)
+    return inside, outside
+
+
+def strip_region(text: str, begin: str, end: str) -> str:
+    "`text` without the lines from `begin` to `end` (markers included)."
+    return "\n".join(_regions(text, begin, end)[1])
+
+
+def secret_lines(source) -> dict:
+    """{"solution": set, "hidden": set, "mark scheme": set} of stripped secret lines of
+    `source` that appear nowhere outside a secret region and are long enough to prove a leak."""
+    public, secret = set(), {"solution": set(), "hidden": set(), "mark scheme": set()}
+    for cell in source.cells:
+        text = cell_text(cell)
+        rest = text
+        for kind, (begin, end) in (("solution", SOLUTION), ("hidden", HIDDEN), ("mark scheme", MARK_SCHEME)):
+            inside, outside = _regions(rest, begin, end)
+            secret[kind].update(line.strip() for line in inside)
+            rest = "\n".join(outside)
+        public.update(line.strip() for line in rest.splitlines())
+    for kind in secret:
+        secret[kind] = {line for line in secret[kind]
+                        if len(line) >= MIN_SECRET_LINE and line not in public and re.search(r"\w", line)}
+    return secret
+
+
+def neutralise_markers(text: str) -> str:
+    "A student's text with the marker words broken by a zero-width space, so scans and nbgrader ignore them."
+    for word in MARKER_WORDS:
+        first, rest = word.split(" ", 1)
+        text = text.replace(word, f"{first}\u200b {rest}")
+    return text
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
