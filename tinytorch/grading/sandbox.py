@@ -1,0 +1,901 @@
+"""Run one submitted notebook in a fresh, sandboxed, fault-tolerant kernel.
+
+`execute_notebook(nb, workdir, limits)` runs every code cell of `nb` in order and always returns
+an `ExecutionResult`; whatever the notebook does (loops, crashes, memory or fork bombs, floods of
+output, daemons, signals to its parent) costs only that notebook, never the caller.
+
+How a kernel is confined (`limits.sandbox`, needs bubblewrap; facts in
+`../shared/recipes/sandboxed-kernel.md`):
+
+    bwrap (as the grader) --unshare-pid/net/ipc/uts --die-with-parent --new-session --clearenv
+          a root made only of /usr, the Python installation, the virtual environment (read-only),
+          the student runtime (read-only), the kernel's private folder and the submission's work
+          folder (writable), /proc, /dev and a private /tmp
+      -- setpriv (drop to an unprivileged uid, no capabilities, no new privileges)
+      -- prlimit (address space, processes, CPU time, file size, no core files)
+      -- python -I student_runtime/_tinytorch_kernel.py -f <connection file>
+
+bwrap runs first because the Python installation may live under a home folder that the
+unprivileged uid cannot enter (here /root/.pyenv); bwrap mounts it before the uid is dropped.
+Every kernel that runs at the same time gets its own uid from a small pool, because the process
+cap (RLIMIT_NPROC) counts all processes of a uid: a fork bomb in one kernel must not starve
+another. Dropping the uid needs root; run by another user, the kernel keeps that user's uid and
+the process cap then counts all of that user's processes (documented weakness).
+
+The kernel never imports the instructor's checkout: the virtual environment has `tinytorch`
+installed editable from the course folder, whose `core/spatial.py` and `core/im2col.py` hold the
+solutions. The course folder is not mounted, the editable-install hook is masked, and a
+"student runtime" copy holding only what a student's notebook needs comes first on `sys.path`.
+Python runs with `-I` (safe path), so nothing in the working folder shadows a library.
+
+Faults (see `execute_notebook`): a cell past `cell_timeout` is interrupted (SIGINT) and the
+notebook goes on; a kernel that ignores the interrupt, or dies, is ended and a new kernel is
+started, which re-runs the cells that had completed before (their new output is discarded) and
+then goes on with the next cell, at most `MAX_RESTARTS` times; past `submission_timeout` the run
+stops. Cells that never finished get an error output, so a grader cannot mistake an empty test
+cell for a passing one. Before returning, the kernel's whole process tree is gone: the kernel is
+pid 1's child in its own pid namespace, and killing pid 1 kills everything in it.
+"""
+from __future__ import annotations
+
+import copy
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty
+
+__all__ = ["KernelLimits", "ExecutionResult", "SandboxUnavailable", "sandbox_available",
+           "execute_notebook", "build_student_runtime", "student_runtime"]
+
+MAX_RESTARTS = 2          # new kernels per submission after a crash or an ignored interrupt
+KERNEL_START_TIMEOUT = 60  # seconds a kernel may take to answer its first request
+TMPFS_BYTES = 256 * 2**20  # the kernel's private /tmp lives in memory: keep it small
+MAX_FILE_BYTES = 512 * 2**20
+TRACEBACK_BYTES = 20_000   # an error output is always kept, but its traceback is cut to this
+UID_BASE = 1_880_000_000   # pool of unprivileged uids, one per kernel running at the same time
+UID_SLOTS = 512
+
+# Files of the package a student's notebook may import; everything else (the solutions in
+# core/spatial.py and core/im2col.py, the grading tools) stays out of the kernel's reach.
+STUDENT_RUNTIME_FILES = (
+    "__init__.py",
+    "core/__init__.py", "core/tensor.py", "core/layers.py", "core/optim.py",
+    "grading/__init__.py", "grading/record.py",
+)
+
+_BOOT = '''\
+"""Start a grading kernel with the student runtime first on sys.path (written by tinytorch.grading.sandbox)."""
+import os
+import sys
+
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _here)
+# An editable install of the course would map `tinytorch` to the instructor's checkout:
+# drop its import hooks so only the student runtime can answer.
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "").lower()]
+sys.path_hooks[:] = [h for h in sys.path_hooks if "editable" not in getattr(h, "__module__", "").lower()]
+sys.path_importer_cache.clear()
+del _here
+
+from ipykernel.kernelapp import launch_new_instance
+
+launch_new_instance()
+'''
+_BOOT_NAME = "_tinytorch_kernel.py"
+
+
+class SandboxUnavailable(RuntimeError):
+    "Raised when a sandboxed run is asked for on a machine where bubblewrap cannot run."
+
+
+@dataclass(frozen=True)
+class KernelLimits:
+    cell_timeout: float = 60           # seconds per cell; then SIGINT, and a kernel that ignores it is killed
+    submission_timeout: float = 300    # seconds for the whole notebook, kernel start included
+    memory_mb: int = 4096              # address-space cap (RLIMIT_AS): a huge allocation is a MemoryError
+    max_processes: int = 64            # RLIMIT_NPROC of the kernel's uid (threads count too)
+    max_output_bytes: int = 1_000_000  # total bytes of output kept; the rest is cut with a note
+    sandbox: bool = True
+
+    def __post_init__(self):
+        for name in ("cell_timeout", "submission_timeout", "memory_mb", "max_processes", "max_output_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"KernelLimits.{name} must be a positive number, got {value!r}")
+
+    @classmethod
+    def from_settings(cls, settings) -> "KernelLimits":
+        "The limits of `settings` (a `tinytorch.settings.CourseSettings`)."
+        return cls(cell_timeout=settings.cell_timeout, submission_timeout=settings.submission_timeout,
+                   memory_mb=settings.memory_mb, max_processes=settings.max_processes,
+                   max_output_bytes=settings.max_output_bytes, sandbox=settings.sandbox)
+
+
+@dataclass
+class ExecutionResult:
+    notebook: "object"      # nbformat.NotebookNode: the executed copy (outputs filled, as far as it got)
+    status: str             # "ok" | "timeout" | "crashed" | "memory"
+    detail: str             # one line for a student or instructor; "" when status is "ok"
+    seconds: float
+    timed_out_cells: list   # indices (into notebook.cells) of cells that ran past cell_timeout
+    not_run_cells: list = field(default_factory=list)  # code cells that never finished (given an error output)
+    output_truncated: bool = False
+    restarts: int = 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Is the sandbox usable here?
+
+_availability: tuple | None = None
+_availability_lock = threading.Lock()
+
+
+def sandbox_available() -> tuple:
+    "(True, '') when bubblewrap can start a confined process here, else (False, why not and what to do)."
+    global _availability
+    with _availability_lock:
+        if _availability is None:
+            _availability = _probe_sandbox()
+        return _availability
+
+
+def _probe_sandbox() -> tuple:
+    missing = [tool for tool in ("bwrap", "setpriv", "prlimit") if shutil.which(tool) is None]
+    if missing:
+        return False, (f"{', '.join(missing)} not found on PATH (packages bubblewrap, util-linux): "
+                       "run scripts/setup.sh, or grade with --no-sandbox")
+    argv = [shutil.which("bwrap"), "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr", *_merged_usr_links(),
+            "--proc", "/proc", "--dev", "/dev", "--", "/usr/bin/true"]
+    try:
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return False, f"bubblewrap could not be started ({error}); grade with --no-sandbox to run unconfined"
+    if run.returncode != 0:
+        why = (run.stderr.strip().splitlines() or ["no message"])[-1]
+        return False, (f"bubblewrap cannot create namespaces here ({why}); unprivileged user namespaces "
+                       "may be disabled; grade with --no-sandbox to run unconfined")
+    return True, ""
+
+
+def _merged_usr_links() -> list:
+    "bwrap arguments recreating /bin, /lib, ... as the host has them (symlinks into /usr, or binds)."
+    args = []
+    for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = Path("/") / top
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+# ----------------------------------------------------------------------------------------------
+# The student runtime: a copy of the parts of tinytorch a student's notebook may import.
+
+_runtime_lock = threading.Lock()
+_runtime_path: Path | None = None
+
+
+def build_student_runtime(dest: Path, package_dir: Path | None = None) -> Path:
+    "Copy the student-visible files of the `tinytorch` package (and the kernel's boot script) into `dest`."
+    if package_dir is None:
+        import tinytorch
+        package_dir = Path(tinytorch.__file__).resolve().parent
+    dest = Path(dest)
+    for relative in STUDENT_RUNTIME_FILES:
+        source = package_dir / relative
+        if not source.is_file():
+            raise FileNotFoundError(f"student runtime: {source} is missing (expected the exported package; "
+                                    "run `tito export`)")
+        target = dest / "tinytorch" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    (dest / _BOOT_NAME).write_text(_BOOT, encoding="utf-8")
+    for path in [dest, *dest.rglob("*")]:
+        # Read by the kernel's unprivileged uid, written by no one.
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    return dest
+
+
+def student_runtime() -> Path:
+    "This process's student runtime, built on first use (removed when the process exits)."
+    global _runtime_path
+    with _runtime_lock:
+        if _runtime_path is None or not (_runtime_path / _BOOT_NAME).exists():
+            folder = Path(tempfile.mkdtemp(prefix="tinytorch-runtime-"))
+            import atexit
+            atexit.register(shutil.rmtree, folder, True)
+            _runtime_path = build_student_runtime(folder)
+        return _runtime_path
+
+
+# ----------------------------------------------------------------------------------------------
+# Process bookkeeping through /proc.
+
+def _proc_stat(pid: int):
+    "(ppid, pid namespace id) of a live (not zombie) `pid`, or None."
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            text = handle.read()
+        fields = text[text.rindex(b")") + 2:].split()
+        if fields[0] in (b"Z", b"X"):
+            return None
+        return int(fields[1]), os.readlink(f"/proc/{pid}/ns/pid")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _all_pids() -> list:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _children(pid: int) -> list:
+    found = []
+    for other in _all_pids():
+        stat = _proc_stat(other)
+        if stat and stat[0] == pid:
+            found.append(other)
+    return found
+
+
+def _namespace_members(namespace: str) -> list:
+    return [pid for pid in _all_pids() if (_proc_stat(pid) or (None, None))[1] == namespace]
+
+
+def _ns_pid(pid: int):
+    "The pid `pid` has inside its own pid namespace (last field of NSpid)."
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+_SIGNAL_NAMES = {signal.SIGSEGV: "segmentation fault", signal.SIGKILL: "killed",
+                 signal.SIGABRT: "aborted", signal.SIGBUS: "bus error", signal.SIGFPE: "arithmetic error",
+                 signal.SIGILL: "illegal instruction", signal.SIGXCPU: "CPU time limit",
+                 signal.SIGXFSZ: "file size limit", signal.SIGTERM: "terminated"}
+
+
+def _describe_exit(code) -> str:
+    "Words for a kernel's exit status (bwrap reports a signal N as 128+N)."
+    if code is None:
+        return "the kernel stopped answering"
+    if code < 0 or code > 128:
+        number = -code if code < 0 else code - 128
+        name = _SIGNAL_NAMES.get(number)
+        if name is None:
+            try:
+                name = signal.Signals(number).name
+            except ValueError:
+                name = "unknown signal"
+        return f"the kernel died (signal {number}, {name})"
+    return f"the kernel exited (exit code {code})"
+
+
+# ----------------------------------------------------------------------------------------------
+# A pool of uids so that parallel kernels never share a process count.
+
+class _UidSlot:
+    def __init__(self):
+        self.uid = None
+        self._handle = None
+
+    def __enter__(self):
+        if os.geteuid() != 0:
+            return self
+        folder = Path(tempfile.gettempdir()) / "tinytorch-sandbox-uids"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        for slot in range(UID_SLOTS):
+            handle = open(folder / f"slot-{slot}", "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            self.uid, self._handle = UID_BASE + slot, handle
+            return self
+        raise RuntimeError(f"all {UID_SLOTS} sandbox uids are in use")
+
+    def __exit__(self, *exc):
+        if self._handle is not None:
+            self._handle.close()   # releases the lock
+
+
+# ----------------------------------------------------------------------------------------------
+# One kernel process.
+
+class _Kernel:
+    "A kernel in its own process (sandboxed or not), its client sockets, and the means to end it."
+
+    def __init__(self, workdir: Path, limits: KernelLimits, uid, runtime: Path):
+        import zmq
+        from jupyter_client.blocking import BlockingKernelClient
+        from jupyter_client.connect import write_connection_file
+
+        self.limits = limits
+        self.uid = uid
+        self.folder = Path(tempfile.mkdtemp(prefix="ttk-"))  # short: IPC socket paths are limited to ~100 bytes
+        for name in ("home", "ipython", "jupyter", "mpl", "tmp"):
+            (self.folder / name).mkdir()
+        if uid is not None:
+            for path in [self.folder, *self.folder.iterdir()]:
+                os.chown(path, uid, uid)
+        connection = self.folder / "kernel.json"
+        write_connection_file(str(connection), transport="ipc", ip=str(self.folder / "ipc"),
+                              key=secrets.token_hex(32).encode())
+        if uid is not None:
+            os.chown(connection, uid, uid)
+        argv = self._argv(workdir, runtime, connection)
+        self.process = subprocess.Popen(argv, cwd=str(workdir), env=self._env(limits.sandbox),
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self._log_tail = b""
+        self._log_thread = threading.Thread(target=self._drain_log, daemon=True)
+        self._log_thread.start()
+        self.namespace = None   # pid namespace id, known once the kernel answers
+        self.init_pid = None    # host pid of the namespace's pid 1 (bwrap's init)
+        self.context = zmq.Context()
+        self.client = BlockingKernelClient(context=self.context)
+        self.client.load_connection_file(str(connection))
+        self.client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
+        self.poller = zmq.Poller()
+        self.poller.register(self.client.iopub_channel.socket, zmq.POLLIN)
+        self.poller.register(self.client.shell_channel.socket, zmq.POLLIN)
+
+    def _argv(self, workdir: Path, runtime: Path, connection: Path) -> list:
+        limits = self.limits
+        python = [sys.executable, "-I", "-B", "-X", "frozen_modules=off", str(runtime / _BOOT_NAME),
+                  "-f", str(connection), "--HistoryManager.enabled=False",
+                  "--InteractiveShellApp.ignore_cwd=True"]
+        prlimit = shutil.which("prlimit")
+        limit_args = [f"--as={int(limits.memory_mb) * 2**20}", f"--cpu={int(limits.submission_timeout) + 10}",
+                      f"--fsize={MAX_FILE_BYTES}", "--core=0"]
+        if not limits.sandbox:
+            return ([prlimit, *limit_args, "--"] if prlimit else []) + python
+        limit_args.append(f"--nproc={int(limits.max_processes)}")
+        argv = [shutil.which("bwrap"), "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+                "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv"]
+        for key, value in self._env(True).items():
+            argv += ["--setenv", key, value]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
+                 "--ro-bind", "/usr", "/usr", *_merged_usr_links()]
+        for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
+                     "/etc/nsswitch.conf", "/etc/fonts", "/etc/mime.types"):
+            argv += ["--ro-bind-try", path, path]
+        mounted = ["/usr", "/tmp"]
+        created = set()
+        readonly = [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), runtime]
+        writable = [self.folder, Path(workdir).resolve()]
+        for path in readonly + writable:
+            argv += _parent_dirs(path, mounted, created)
+            mounted.append(str(path))
+            argv += ["--ro-bind" if path in readonly else "--bind", str(path), str(path)]
+            if path == Path(sys.prefix).resolve():
+                for hook in _editable_hooks():
+                    argv += ["--ro-bind", "/dev/null", str(hook)]   # mask the instructor's editable install
+        argv += ["--chdir", str(Path(workdir).resolve())]
+        wrapper = [shutil.which("prlimit"), *limit_args, "--"]
+        if self.uid is not None:
+            wrapper = [shutil.which("setpriv"), f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
+                       "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"] + wrapper
+        return argv + ["--"] + wrapper + python
+
+    def _env(self, sandbox: bool) -> dict:
+        folder = str(self.folder)
+        env = {
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+            "HOME": f"{folder}/home", "IPYTHONDIR": f"{folder}/ipython", "MPLCONFIGDIR": f"{folder}/mpl",
+            "JUPYTER_CONFIG_DIR": f"{folder}/jupyter", "JUPYTER_DATA_DIR": f"{folder}/jupyter",
+            "JUPYTER_RUNTIME_DIR": f"{folder}/jupyter", "TMPDIR": "/tmp" if sandbox else f"{folder}/tmp",
+            "USER": "student", "LOGNAME": "student", "LANG": "C.UTF-8",
+            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1",
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        }
+        return env
+
+    def _drain_log(self):
+        # The kernel process's own stdout/stderr (not the notebook's output): keep a short tail
+        # for diagnosing a kernel that does not start; a flood is read and dropped.
+        stream = self.process.stdout
+        while True:
+            chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+            if not chunk:
+                return
+            self._log_tail = (self._log_tail + chunk)[-4000:]
+
+    def log_tail(self) -> str:
+        return self._log_tail.decode("utf-8", "replace").strip()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def exit_code(self):
+        return self.process.poll()
+
+    def learn_namespace(self):
+        "Find the sandbox's pid 1 (bwrap's init, a child of the process we started) and its pid namespace."
+        if not self.limits.sandbox or self.namespace is not None:
+            return
+        for child in _children(self.process.pid):
+            stat = _proc_stat(child)
+            if stat:
+                self.init_pid, self.namespace = child, stat[1]
+                return
+
+    def kernel_pid(self):
+        "Host pid of the Python kernel (pid 2 of the sandbox), or of the process we started."
+        if not self.limits.sandbox:
+            return self.process.pid
+        self.learn_namespace()
+        if self.namespace is None:
+            return None
+        for pid in _namespace_members(self.namespace):
+            if _ns_pid(pid) == 2:
+                return pid
+        return None
+
+    def interrupt(self):
+        pid = self.kernel_pid()
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    def stop(self):
+        "End the kernel and every process it started; return once none is left."
+        try:
+            self.client.stop_channels()
+        except Exception:
+            pass
+        try:
+            self.context.destroy(linger=0)
+        except Exception:
+            pass
+        if self.limits.sandbox:
+            self.learn_namespace()
+            if self.init_pid is not None:
+                # pid 1 of a namespace dying takes every process of the namespace with it,
+                # setsid daemons and double forks included; bwrap then reaps it and exits.
+                _kill(self.init_pid, signal.SIGKILL)
+                try:
+                    self.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+            _killpg(self.process.pid)
+            self._reap()
+            if self.namespace is not None:
+                deadline = time.monotonic() + 10
+                while _namespace_members(self.namespace) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+        else:
+            # Unconfined: kill the descendants we can find, then the process group.
+            # A daemon that left the session and was re-parented is out of reach (documented).
+            for pid in _descendants(self.process.pid):
+                _kill(pid, signal.SIGKILL)
+            _killpg(self.process.pid)
+            self._reap()
+        self._log_thread.join(timeout=2)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _reap(self):
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+def _parent_dirs(path: Path, mounted: list, created: set) -> list:
+    "bwrap `--dir`s, traversable by the kernel's uid, for the ancestors of `path` not yet in the sandbox."
+    args = []
+    for parent in reversed(path.parents):
+        text = str(parent)
+        inside_mount = any(text == m or text.startswith(m.rstrip("/") + "/") for m in mounted)
+        if text == "/" or inside_mount or text in created:
+            continue
+        args += ["--perms", "0755", "--dir", text]
+        created.add(text)
+    return args
+
+
+def _editable_hooks() -> list:
+    "The .pth files of editable installs of tinytorch in this environment's site-packages."
+    hooks = []
+    import site
+    for folder in site.getsitepackages() if hasattr(site, "getsitepackages") else []:
+        folder = Path(folder)
+        if folder.is_dir() and str(folder.resolve()).startswith(str(Path(sys.prefix).resolve())):
+            hooks += [p.resolve() for p in folder.glob("__editable__*tinytorch*.pth")]
+    return hooks
+
+
+def _descendants(pid: int) -> list:
+    parents = {}
+    for other in _all_pids():
+        stat = _proc_stat(other)
+        if stat:
+            parents.setdefault(stat[0], []).append(other)
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill(pid: int, sig):
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _killpg(pid: int):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ----------------------------------------------------------------------------------------------
+# Executing the notebook.
+
+_CARRIAGE_RETURN = re.compile(r"[^\n]*\r(?!\n)")
+_BACKSPACE = re.compile(r"[^\n]\x08")
+
+
+class _Stopped(Exception):
+    "The kernel can go no further: it died, ignored an interrupt, or the submission ran out of time."
+
+    def __init__(self, kind: str, words: str):
+        super().__init__(words)
+        self.kind, self.words = kind, words
+
+
+class _Run:
+    def __init__(self, nb, workdir: Path, limits: KernelLimits):
+        self.nb, self.workdir, self.limits = nb, workdir, limits
+        self.started = time.monotonic()
+        self.deadline = self.started + float(limits.submission_timeout)
+        self.output_budget = int(limits.max_output_bytes)
+        self.truncated = False
+        self.timed_out = []
+        self.events = []          # (status, words)
+        self.completed = []       # code cells that finished within their time, in order
+        self.not_run = []
+        self.restarts = 0
+        self.kernel = None
+        self.display_ids = {}     # display_id -> [(cell, output)]
+
+    # -- kernel life -------------------------------------------------------------------------
+    def start_kernel(self, uid, runtime):
+        self.kernel = _Kernel(self.workdir, self.limits, uid, runtime)
+        deadline = min(self.deadline, time.monotonic() + KERNEL_START_TIMEOUT)
+        client = self.kernel.client
+        while True:
+            # A kernel_info reply on shell plus its status on iopub proves both channels are up
+            # (a message published before iopub connects would be lost).
+            msg_id = client.kernel_info()
+            wait_until = min(deadline, time.monotonic() + 1.0)
+            replied = published = False
+            while time.monotonic() < wait_until and not (replied and published):
+                for channel, msg in self._poll(0.05):
+                    if msg["parent_header"].get("msg_id") != msg_id:
+                        continue
+                    if channel == "shell":
+                        replied = True
+                    elif msg["msg_type"] == "status":
+                        published = True
+                if not self.kernel.alive():
+                    break
+            if replied and published:
+                self.kernel.learn_namespace()
+                return
+            if not self.kernel.alive():
+                tail = self.kernel.log_tail().splitlines()
+                raise _Stopped("crashed", "the grading kernel did not start (" +
+                               (tail[-1] if tail else _describe_exit(self.kernel.exit_code())) + ")")
+            if time.monotonic() >= deadline:
+                if deadline == self.deadline:
+                    raise _Stopped("timeout", "the submission's time ran out while its kernel was starting")
+                raise _Stopped("crashed", f"the grading kernel did not start within {KERNEL_START_TIMEOUT} s")
+
+    def _poll(self, timeout: float):
+        "Messages ready within `timeout` seconds, as (channel name, message)."
+        kernel = self.kernel
+        ready = dict(kernel.poller.poll(max(0, int(timeout * 1000))))
+        found = []
+        for name, channel in (("iopub", kernel.client.iopub_channel), ("shell", kernel.client.shell_channel)):
+            if channel.socket in ready:
+                while channel.msg_ready():
+                    try:
+                        found.append((name, channel.get_msg(timeout=0)))
+                    except Empty:
+                        break
+                    except Exception:
+                        continue   # an unsigned or malformed message: ignore it
+        return found
+
+    # -- one cell ----------------------------------------------------------------------------
+    def run_cell(self, index: int, cell, keep_output: bool = True) -> str:
+        """Run one cell; return "ok", "error" or "timeout" (interrupted in time).
+
+        Raises _Stopped when the kernel dies, ignores the interrupt or the submission's time is up.
+        """
+        limits = self.limits
+        client = self.kernel.client
+        msg_id = client.execute(cell.source, silent=False, store_history=keep_output,
+                                allow_stdin=False, stop_on_error=False)
+        cell_deadline = time.monotonic() + float(limits.cell_timeout)
+        grace = min(10.0, max(1.0, float(limits.cell_timeout) / 4))
+        interrupted_at = None
+        reply = idle = None
+        outputs = cell.outputs if keep_output else []
+        while reply is None or idle is None:
+            now = time.monotonic()
+            if now >= self.deadline:
+                raise _Stopped("timeout", f"the notebook ran past the {_seconds(limits.submission_timeout)} "
+                                          f"limit for a whole submission in {self.name(index)}")
+            if interrupted_at is None and now >= cell_deadline:
+                self.kernel.interrupt()
+                interrupted_at = now
+                if keep_output:
+                    self.timed_out.append(index)
+            if interrupted_at is not None and now >= interrupted_at + grace:
+                raise _Stopped("timeout", f"{self.name(index)} ran past the {_seconds(limits.cell_timeout)} limit "
+                                          "and ignored the interrupt, so its kernel was stopped")
+            limit = min(self.deadline, cell_deadline if interrupted_at is None else interrupted_at + grace)
+            for channel, msg in self._poll(min(0.2, max(0.0, limit - now))):
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if channel == "shell":
+                    if msg["msg_type"] == "execute_reply":
+                        reply = msg
+                elif msg["msg_type"] == "status":
+                    if msg["content"].get("execution_state") == "idle":
+                        idle = msg
+                elif keep_output:
+                    self.handle_output(cell, outputs, msg)
+            if (reply is None or idle is None) and not self.kernel.alive():
+                raise _Stopped("crashed", f"{_describe_exit(self.kernel.exit_code())} in {self.name(index)}")
+        if keep_output:
+            count = reply["content"].get("execution_count")
+            cell.execution_count = count if isinstance(count, int) else None
+            _tidy_streams(outputs)
+        if interrupted_at is not None:
+            return "timeout"
+        return "error" if reply["content"].get("status") == "error" else "ok"
+
+    def handle_output(self, cell, outputs, msg):
+        from nbformat.v4 import output_from_msg
+
+        kind = msg["msg_type"]
+        if kind == "clear_output":
+            if msg["content"].get("wait"):
+                cell.metadata["_clear_before_next"] = True   # removed again below
+            else:
+                outputs.clear()
+            return
+        if kind == "update_display_data":
+            display_id = msg["content"].get("transient", {}).get("display_id")
+            for target in self.display_ids.get(display_id, []):
+                size = _output_size(msg["content"])
+                if size <= self.output_budget:
+                    self.output_budget -= size
+                    target["data"] = msg["content"].get("data", {})
+                    target["metadata"] = msg["content"].get("metadata", {})
+            return
+        if kind not in ("stream", "display_data", "execute_result", "error"):
+            return
+        try:
+            out = output_from_msg(msg)
+        except (ValueError, KeyError):
+            return
+        if cell.metadata.pop("_clear_before_next", False):
+            outputs.clear()
+        if kind == "error":
+            # Always kept (a grader needs to see the cell failed), but bounded.
+            out["traceback"] = _cut_traceback(out.get("traceback", []))
+            out["evalue"] = str(out.get("evalue", ""))[:2000]
+            outputs.append(out)
+            return
+        if self.truncated:
+            return
+        size = _output_size(out)
+        if size > self.output_budget:
+            if kind == "stream" and self.output_budget > 0:
+                out["text"] = out["text"][:self.output_budget]
+                self._append(outputs, out)
+            outputs.append(_note(f"[output cut: this submission printed more than "
+                                 f"{int(self.limits.max_output_bytes):,} bytes; the rest was discarded]\n"))
+            self.output_budget = 0
+            self.truncated = True
+            return
+        self.output_budget -= size
+        self._append(outputs, out)
+        display_id = msg["content"].get("transient", {}).get("display_id")
+        if display_id:
+            self.display_ids.setdefault(display_id, []).append(out)
+
+    @staticmethod
+    def _append(outputs, out):
+        if (out["output_type"] == "stream" and outputs and outputs[-1]["output_type"] == "stream"
+                and outputs[-1]["name"] == out["name"]):
+            outputs[-1]["text"] += out["text"]
+        else:
+            outputs.append(out)
+
+    def name(self, index: int) -> str:
+        "How a student finds cell `index`: its position (counting from 1) and its grade id if it has one."
+        grade_id = self.nb.cells[index].get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        return f"cell {index + 1}" + (f" ({grade_id})" if grade_id else "")
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _seconds(value) -> str:
+    return f"{value:g} s"
+
+
+def _note(text: str):
+    from nbformat.v4 import new_output
+    return new_output("stream", name="stderr", text=text)
+
+
+def _error_output(ename: str, evalue: str):
+    from nbformat.v4 import new_output
+    return new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+def _output_size(out) -> int:
+    if "text" in out:
+        return len(out["text"].encode("utf-8", "replace"))
+    total = 0
+    for value in (out.get("data") or {}).values():
+        total += len(value if isinstance(value, str) else json.dumps(value))
+    return total
+
+
+def _cut_traceback(lines: list) -> list:
+    kept, size = [], 0
+    for line in reversed([str(l) for l in lines]):
+        if size + len(line) > TRACEBACK_BYTES:
+            kept.append("[... traceback cut ...]")
+            break
+        kept.append(line)
+        size += len(line)
+    return list(reversed(kept))
+
+
+def _tidy_streams(outputs):
+    "Apply carriage returns and backspaces the way a terminal shows them (progress bars)."
+    for out in outputs:
+        if out["output_type"] == "stream" and ("\r" in out["text"] or "\x08" in out["text"]):
+            text = _CARRIAGE_RETURN.sub("", out["text"])
+            previous = None
+            while previous != text:
+                previous, text = text, _BACKSPACE.sub("", text)
+            out["text"] = text
+
+
+def execute_notebook(nb, workdir: Path, limits: KernelLimits) -> "ExecutionResult":
+    """Run every code cell of (a copy of) `nb` in a fresh kernel whose working folder is `workdir`.
+
+    Never raises for anything the notebook does; raises `SandboxUnavailable` when
+    `limits.sandbox` is set and bubblewrap cannot run here, `ValueError` for a `workdir` that is
+    not a folder. Outputs the submission brought with it are cleared first: a cell that does not
+    finish keeps no stale output and gets an error output saying why.
+
+    Status: "crashed" if a kernel died, else "memory" if a cell raised MemoryError, else
+    "timeout" if a cell ran past `cell_timeout` or the notebook past `submission_timeout`, else
+    "ok". `detail` lists every such event.
+    """
+    if limits.sandbox:
+        usable, why = sandbox_available()
+        if not usable:
+            raise SandboxUnavailable(f"cannot run a sandboxed kernel: {why}")
+    workdir = Path(workdir)
+    if workdir.is_symlink() or not workdir.is_dir():
+        raise ValueError(f"workdir must be an existing folder (not a link), got {workdir}")
+    nb = copy.deepcopy(nb)
+    code_cells = [i for i, cell in enumerate(nb.cells) if cell.get("cell_type") == "code"]
+    for i in code_cells:
+        nb.cells[i].outputs = []
+        nb.cells[i].execution_count = None
+    runnable = [i for i in code_cells if nb.cells[i].source.strip()]
+    runtime = student_runtime()
+    run = _Run(nb, workdir, limits)
+    with _UidSlot() as slot:
+        if slot.uid is not None and limits.sandbox:
+            os.chown(workdir, slot.uid, slot.uid)
+            os.chmod(workdir, 0o700)
+        position = 0
+        try:
+            while position < len(runnable):
+                try:
+                    if run.kernel is None:
+                        run.start_kernel(slot.uid, runtime)
+                        for earlier in run.completed:
+                            # A new kernel re-creates the state the finished cells had built;
+                            # their output was kept from the first run.
+                            if run.run_cell(earlier, nb.cells[earlier], keep_output=False) == "timeout":
+                                raise _Stopped("timeout", f"re-running {run.name(earlier)} after a restart "
+                                                          "ran out of time")
+                    index = runnable[position]
+                    outcome = run.run_cell(index, nb.cells[index])
+                    if outcome == "timeout":
+                        run.events.append(("timeout", f"{run.name(index)} ran past the "
+                                                      f"{_seconds(limits.cell_timeout)} limit and was interrupted"))
+                    else:
+                        run.completed.append(index)
+                    position += 1
+                except _Stopped as stop:
+                    index = runnable[position]
+                    run.events.append((stop.kind, stop.words))
+                    cell = nb.cells[index]
+                    cell.outputs.append(_error_output(
+                        "CellTimeoutError" if stop.kind == "timeout" else "DeadKernelError", stop.words))
+                    if run.kernel is not None:
+                        run.kernel.stop()
+                        run.kernel = None
+                    position += 1
+                    run.not_run.append(index)
+                    out_of_time = time.monotonic() >= run.deadline or "time ran out" in stop.words
+                    if out_of_time or run.restarts >= MAX_RESTARTS or "did not start" in stop.words:
+                        break
+                    run.restarts += 1
+                    run.events[-1] = (stop.kind, stop.words + "; a new kernel went on with the next cell")
+            for index in runnable[position:]:
+                run.not_run.append(index)
+                nb.cells[index].outputs.append(_error_output(
+                    "CellNotRun", "this cell did not run: the notebook was stopped before it"))
+        finally:
+            if run.kernel is not None:
+                run.kernel.stop()
+    for index in run.not_run:
+        nb.cells[index].metadata.pop("_clear_before_next", None)
+    for index in code_cells:
+        nb.cells[index].metadata.pop("_clear_before_next", None)
+        for out in nb.cells[index].outputs:
+            if out.get("output_type") == "error" and str(out.get("ename", "")).endswith("MemoryError"):
+                run.events.append(("memory", f"{run.name(index)} ran out of memory "
+                                             f"(the limit is {int(limits.memory_mb)} MB)"))
+                break
+    if run.not_run:
+        skipped = [i for i in run.not_run if nb.cells[i].outputs[-1].get("ename") == "CellNotRun"]
+        if skipped:
+            run.events.append(("", f"{_cell_range(run, skipped)} did not run"))
+    if run.truncated:
+        run.events.append(("", f"output cut after {int(limits.max_output_bytes):,} bytes"))
+    kinds = {kind for kind, _ in run.events}
+    status = next((s for s in ("crashed", "memory", "timeout") if s in kinds), "ok")
+    detail = "; ".join(words for _, words in run.events)
+    return ExecutionResult(notebook=nb, status=status, detail=detail, seconds=run.seconds(),
+                           timed_out_cells=sorted(set(run.timed_out)), not_run_cells=run.not_run,
+                           output_truncated=run.truncated, restarts=run.restarts)
+
+
+def _cell_range(run: _Run, indices: list) -> str:
+    if len(indices) == 1:
+        return run.name(indices[0])
+    return f"cells {indices[0] + 1}–{indices[-1] + 1}"
