@@ -7,7 +7,8 @@ import sys
 # Modules that define `register(subparsers)`. Kept light: importing them must not import nbgrader.
 COMMAND_MODULES = (
     "tinytorch.commands.course",     # export, check
-    "tinytorch.commands.grading",    # release, grade, demo, validate, test
+    "tinytorch.commands.grading",    # release, grade, demo
+    "tinytorch.commands.student",    # test, validate
     "tinytorch.commands.training",   # train
     "tinytorch.commands.bench",      # bench
     "tinytorch.commands.quality",    # mutants

@@ -12,7 +12,8 @@ from tinytorch.settings import load_settings
 
 
 def register(subparsers) -> None:
-    export = subparsers.add_parser("export", help="nbs/ -> tinytorch/ (nbdev) and nbs/ -> source/")
+    export = subparsers.add_parser("export", help="nbs/ -> tinytorch/ (nbdev) and nbs/ -> source/; "
+                                   "in a student folder: your notebook -> your own ./tinytorch")
     export.set_defaults(handler=run_export)
     check = subparsers.add_parser("check", help="fail, naming the file, when tinytorch/, source/ or release/ is stale")
     check.set_defaults(handler=run_check)
@@ -45,10 +46,28 @@ def export_sources(root: Path) -> list:
 
 
 def run_export(args) -> int:
+    from tinytorch.student import find_student_folder
+    student = find_student_folder()
+    if student is not None:
+        return run_student_export(student)
     root = project_root()
     nbdev_export(root)
     written = export_sources(root)
     print(f"exported nbs/ -> tinytorch/ and {', '.join(str(p.relative_to(root)) for p in written)}")
+    return 0
+
+
+def run_student_export(folder: Path) -> int:
+    "`tito export` in a student folder: the student's notebooks -> their own ./tinytorch (see tinytorch.student)."
+    from tinytorch.student import StudentError, student_export
+    try:
+        result = student_export(folder)
+    except StudentError as error:
+        print(f"tito export: {error}", file=sys.stderr)
+        return 1
+    print(f"exported your notebook(s) -> {', '.join(str(p) for p in result.own)} "
+          f"(with the course's {', '.join(p.stem for p in result.copied) or 'nothing else'})")
+    print(f"Python started in {folder} now imports your code: {result.imported_from}")
     return 0
 
 
