@@ -12,6 +12,7 @@ submission's content hash is written (temp + rename). A re-run skips what the jo
 for the same bytes and the same source, and re-grades anything changed.
 """
 import csv
+import html
 import io
 import json
 import os
@@ -202,8 +203,10 @@ def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, 
     base = dict(student=sub.student, max_score=assignment.max_score, source_hash=assignment.source_hash)
     notes = [sandbox_note] if sandbox_note else []
     if sub.path is None:
-        return Result(status="missing", score=0.0, detail="; ".join(notes + [sub.problem]), cells=zero,
-                      submission_hash="missing", **base)
+        outcome = Result(status="missing", score=0.0, detail="; ".join(notes + [sub.problem]), cells=zero,
+                         submission_hash="missing", **base)
+        _write_ungraded(sub, assignment, outcome, out)
+        return outcome
     data = sub.data()
     digest = content_hash(data)
     if sub.problem:
@@ -211,8 +214,10 @@ def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, 
     try:
         submission = read_submission(data)
     except InvalidNotebook as error:
-        return Result(status="invalid", score=0.0, detail="; ".join(notes + [str(error)]), cells=zero,
-                      submission_hash=digest, **base)
+        outcome = Result(status="invalid", score=0.0, detail="; ".join(notes + [str(error)]), cells=zero,
+                         submission_hash=digest, **base)
+        _write_ungraded(sub, assignment, outcome, out)
+        return outcome
     restored, flags = restore_cells(submission, assignment.source, assignment.release)
     workdir = Path(tempfile.mkdtemp(prefix="tito-grade-"))
     try:
@@ -227,14 +232,25 @@ def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, 
     status = "graded" if result.status == "ok" else result.status
     if status not in STATUSES:
         status = "crashed"
-    execution = [f"{result.status}: {short(result.detail)}"] if result.status != "ok" else []
-    if result.timed_out_cells:
-        execution.append("interrupted cells: " + ", ".join(str(c) for c in result.timed_out_cells))
+    execution = [short(result.detail, 300)] if result.detail else []
     detail = "; ".join(notes + flags + execution + _summarise(messages))
     outcome = Result(status=status, score=float(sum(points.values())), detail=detail, cells=points,
                      submission_hash=digest, seconds=result.seconds, **base)
     _write_outputs(sub, assignment, result.notebook, submission, points, messages, outcome, out)
     return outcome
+
+
+def _write_ungraded(sub, assignment, outcome, out: Path) -> None:
+    "No notebook to run: no autograded copy, and a feedback page that says why."
+    stale = out / "autograded" / sub.student / assignment.module
+    if stale.exists():
+        shutil.rmtree(stale)
+    why = "no notebook was found" if outcome.status == "missing" else "the notebook could not be read"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        f"# Feedback: {assignment.module}, {sub.student}\n\n**Score: 0 / {outcome.max_score:g}** "
+        f"(status: {outcome.status}): {why}.\n\n{html.escape(outcome.detail)}")])
+    nb.cells[0]["id"] = "feedback-0"
+    atomic_write(out / "feedback" / sub.student / f"{assignment.module}.html", fb.to_html(nb))
 
 
 def _write_outputs(sub, assignment, executed, submission, points, messages, outcome, out: Path) -> None:
@@ -317,8 +333,12 @@ def scan_feedback(out: Path, assignment: Assignment, submissions: list) -> list:
         except (InvalidNotebook, OSError):
             own[sub.student] = ""
     problems = []
-    for page in sorted((out / "feedback").glob(f"*/{assignment.module}.html")):
-        leaks = fb.find_leaks(page.read_text(encoding="utf-8"), assignment.secrets, own.get(page.parent.name, ""))
+    for student in sorted(own):
+        page = out / "feedback" / student / f"{assignment.module}.html"
+        if not page.exists():
+            problems.append(f"{page.relative_to(out)}: missing")
+            continue
+        leaks = fb.find_leaks(page.read_text(encoding="utf-8"), assignment.secrets, own[student])
         problems += [f"{page.relative_to(out)}: {leak}" for leak in leaks]
     return problems
 

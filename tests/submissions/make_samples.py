@@ -1,0 +1,353 @@
+"""(Re)generate the sample submissions in tests/submissions/submitted/ from the course notebook.
+
+    .venv/bin/python tests/submissions/make_samples.py            # from source/ and release/ of the project
+
+Every sample starts from the released notebook (what a student is handed, nbgrader metadata
+and checksums included) with the solution regions of source/ filled in ("reference"); the
+others are text edits of that: alternative correct solutions, one common bug each, faults and
+cheats. An edit that no longer finds its text fails loudly, so the samples follow the notebook.
+The layout is nbgrader's: submitted/<student>/09_spatial/09_spatial.ipynb.
+"""
+import argparse
+import copy
+import json
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+MODULE, NOTEBOOK = "09_spatial", "09_spatial.ipynb"
+SOLUTION = ("### BEGIN SOLUTION", "### END SOLUTION")
+HIDDEN = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+
+
+class SampleError(RuntimeError):
+    "An edit did not apply: the notebook changed; update this script."
+
+
+def text(cell) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else source
+
+
+def nbgrader(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def drop_markers(source: str) -> str:
+    "The source with the solution markers removed and hidden-test regions cut (what the author solved)."
+    lines, hidden = [], False
+    for line in source.splitlines():
+        if HIDDEN[0] in line:
+            hidden = True
+            continue
+        if HIDDEN[1] in line:
+            hidden = False
+            continue
+        if hidden or SOLUTION[0] in line or SOLUTION[1] in line:
+            continue
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def reference(source_nb: dict, release_nb: dict) -> dict:
+    "The released notebook with every answer cell filled in from the instructor's solution."
+    answers = {nbgrader(c).get("grade_id"): drop_markers(text(c)) for c in source_nb["cells"]
+               if nbgrader(c).get("solution")}
+    nb = copy.deepcopy(release_nb)
+    for cell in nb["cells"]:
+        gid = nbgrader(cell).get("grade_id")
+        if nbgrader(cell).get("solution") and gid in answers:
+            cell["source"] = answers[gid]
+    return nb
+
+
+def find_cell(nb: dict, needle: str) -> dict:
+    "The one answer cell whose text contains `needle`."
+    found = [c for c in nb["cells"] if needle in text(c) and nbgrader(c).get("solution")]
+    if len(found) != 1:
+        raise SampleError(f"expected one answer cell containing {needle!r}, found {len(found)}")
+    return found[0]
+
+
+def edit(nb: dict, needle: str, old: str, new: str, count: int = 1) -> dict:
+    "Replace `old` by `new` in the answer cell holding `needle` (exactly `count` occurrences)."
+    nb = copy.deepcopy(nb)
+    cell = find_cell(nb, needle)
+    source = text(cell)
+    if source.count(old) != count:
+        raise SampleError(f"in the cell with {needle!r}: expected {count} x {old!r}, found {source.count(old)}")
+    cell["source"] = source.replace(old, new)
+    return nb
+
+
+def replace_function(nb: dict, name: str, new_source: str) -> dict:
+    "Replace the whole definition of function `name` (up to the next top-level statement) with `new_source`."
+    nb = copy.deepcopy(nb)
+    cell = find_cell(nb, f"def {name}(")
+    lines = text(cell).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"def {name}("))
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t#)"):
+        end += 1
+    cell["source"] = "\n".join(lines[:start] + new_source.strip("\n").splitlines() + [""] + lines[end:])
+    return nb
+
+
+def code_cell(source: str) -> dict:
+    return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
+
+
+def insert_after_first_code(nb: dict, source: str) -> dict:
+    "A student's extra cell right after the first code cell (the imports)."
+    nb = copy.deepcopy(nb)
+    first = next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code")
+    nb["cells"].insert(first + 1, code_cell(source))
+    return nb
+
+
+def append_cell(nb: dict, source: str) -> dict:
+    nb = copy.deepcopy(nb)
+    nb["cells"].append(code_cell(source))
+    return nb
+
+
+def test_cells(nb: dict) -> list:
+    return [c for c in nb["cells"] if nbgrader(c).get("grade") and not nbgrader(c).get("solution")]
+
+
+# ---------------------------------------------------------------- faults and cheats (notebook independent)
+
+INFINITE_LOOP = "while True:\n    pass"
+IGNORES_SIGINT = ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                  "while True:\n    pass")
+SLEEP_AT_IMPORT = "import time\ntime.sleep(10_000)  # a module that sleeps when imported"
+OS_EXIT = "import os\nos._exit(3)"
+SEGFAULT = "import ctypes\nctypes.string_at(0)"
+MEMORY_BOMB = "hoard = bytearray(64 * 2**30)"
+FORK_BOMB = ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass")
+HUGE_PRINT = "print('x' * 100_000_000)"
+SETSID_DAEMON = """import os, time, glob
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        time.sleep(3)
+        targets = [r + d + '/grades.csv' for r in ('/work', '/tmp') for d in ('', '/*', '/*/*', '/*/*/*')]
+        for path in [p for t in targets for p in glob.glob(t)] + ['/tmp/forged-grades.csv']:
+            try:
+                with open(path, 'a') as out:
+                    out.write('daemon,100,100,graded,forged\\n')
+            except OSError:
+                pass
+        time.sleep(3600)
+    os._exit(0)"""
+SIGNAL_PARENT = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"
+WRITE_OTHERS = """import glob, os
+hits = []
+depths = ['', '/*', '/*/*', '/*/*/*', '/*/*/*/*']
+for root in ['/work', '/tmp', '/root', '/home', os.getcwd() + '/..']:
+    for pattern in [d + tail for d in depths for tail in ('/submitted/*/09_spatial/*.ipynb', '/gradebook.db')]:
+      for path in glob.glob(root + pattern):
+        try:
+            with open(path, 'a') as out:
+                out.write('tampered')
+            hits.append(path)
+        except OSError:
+            pass
+print('tampered with', len(hits), 'files')"""
+READ_HIDDEN = """import glob, os, sys
+found = []
+depths = ['', '/*', '/*/*', '/*/*/*', '/*/*/*/*']
+tails = ('/source/09_spatial/*.ipynb', '/autograded/*/09_spatial/*.ipynb', '/nbs/*.ipynb', '/tinytorch/core/spatial.py')
+for root in ['/work', '/tmp', '/root', '/home', os.getcwd() + '/..']:
+    for pattern in [d + tail for d in depths for tail in tails]:
+      for path in glob.glob(root + pattern):
+        try:
+            content = open(path).read()
+        except OSError:
+            continue
+        if 'BEGIN HIDDEN TESTS' in content or 'BEGIN SOLUTION' in content:
+            found.append(path)
+            print(content)   # try to smuggle it out through the feedback
+print('found', len(found), 'instructor files')"""
+STEAL_FROM_MEMORY = """import sys, inspect
+def _peek():
+    # The hidden check's own source, read from the calling frame, printed into the feedback.
+    for frame in inspect.stack():
+        try:
+            print(''.join(inspect.getsourcelines(frame.frame)[0]))
+        except (OSError, TypeError):
+            pass
+    print('\\n'.join(str(x) for x in get_ipython().user_ns.get('In', [])))"""
+PLANT_STARTUP = """import os
+startup = os.path.join(get_ipython().profile_dir.location, 'startup')
+os.makedirs(startup, exist_ok=True)
+with open(os.path.join(startup, '00-cheat.py'), 'w') as out:
+    out.write('import numpy\\nnumpy.allclose = lambda *a, **k: True\\n')
+open('numpy.py', 'w').write('raise SystemExit("shadowed numpy")\\n')"""
+ASSERT_REWRITE = """def _drop_checks(lines):
+    # Rewrites every later cell: asserts and record calls vanish before they run.
+    return [line for line in lines if 'assert' not in line and 'record(' not in line]
+get_ipython().input_transformers_post.append(_drop_checks)"""
+MONKEYPATCH = """import numpy as np, numpy.testing, math, builtins
+np.allclose = lambda *a, **k: True
+np.array_equal = lambda *a, **k: True
+np.isclose = lambda a, b, *r, **k: np.ones(np.shape(a), dtype=bool)
+np.testing.assert_allclose = lambda *a, **k: None
+np.testing.assert_array_equal = lambda *a, **k: None
+np.testing.assert_array_almost_equal = lambda *a, **k: None
+math.isclose = lambda *a, **k: True
+builtins.all = lambda *a, **k: True
+builtins.any = lambda *a, **k: True"""
+LIAR_CLASS = """import numpy as np
+class Liar(np.ndarray):
+    "An array that equals everything and is close to everything."
+    def __eq__(self, other):
+        return np.ones(np.shape(self), dtype=bool).view(np.ndarray)
+    __ne__ = lambda self, other: np.zeros(np.shape(self), dtype=bool).view(np.ndarray)
+    def __array_function__(self, func, types, args, kwargs):
+        if func.__name__ in ('allclose', 'array_equal', 'isclose'):
+            return True
+        return super().__array_function__(func, types, args, kwargs)
+    def __array__(self, dtype=None, copy=None):
+        return np.zeros(self.shape)
+def lie(value):
+    data = getattr(value, 'data', value)
+    return np.asarray(data, dtype=np.float64).view(Liar)"""
+
+
+def with_fault(nb: dict, code: str, where: str = "early") -> dict:
+    return insert_after_first_code(nb, code) if where == "early" else append_cell(nb, code)
+
+
+def duplicate_and_foreign_ids(nb: dict) -> dict:
+    nb = copy.deepcopy(nb)
+    tests = test_cells(nb)
+    twin = copy.deepcopy(tests[0])
+    twin["id"] = "duplicated-test"
+    nb["cells"].insert(nb["cells"].index(tests[0]) + 1, twin)
+    foreign = code_cell("print('my own graded cell')")
+    foreign["metadata"]["nbgrader"] = {"grade": True, "grade_id": "extra_credit", "locked": False,
+                                       "points": 100, "schema_version": 3, "solution": False, "task": False}
+    nb["cells"].append(foreign)
+    return nb
+
+
+def edited_and_deleted_tests(nb: dict) -> dict:
+    nb = copy.deepcopy(nb)
+    tests = test_cells(nb)
+    tests[0]["source"] = "# I trust my code\npass"
+    nb["cells"].remove(tests[1])
+    return nb
+
+
+# ---------------------------------------------------------------- the module-specific part
+
+def module_samples(ref: dict, release: dict) -> dict:
+    """Alternative correct solutions and the common bugs, as edits of the reference's answer cells.
+    Filled from nbs/09_spatial.ipynb's solution regions (see VARIANTS)."""
+    from variants import correct_variants, bug_variants  # tests/submissions/variants.py
+    samples = {}
+    samples.update(correct_variants(ref, edit=edit, replace_function=replace_function))
+    samples.update(bug_variants(ref, edit=edit, replace_function=replace_function))
+    return samples
+
+
+def all_samples(source_nb: dict, release_nb: dict) -> dict:
+    ref = reference(source_nb, release_nb)
+    samples = {"reference": ref, "untouched_release": copy.deepcopy(release_nb)}
+    sys.path.insert(0, str(HERE))
+    samples.update(module_samples(ref, release_nb))
+    bug = samples["bug_max_init_zero"]
+    samples.update({
+        # faults: the reference plus one cell that misbehaves
+        "fault_infinite_loop": with_fault(ref, INFINITE_LOOP),
+        "fault_ignores_sigint": with_fault(ref, IGNORES_SIGINT),
+        "fault_sleep_at_import": with_fault(ref, SLEEP_AT_IMPORT),
+        "fault_os_exit": with_fault(ref, OS_EXIT),
+        "fault_segfault": with_fault(ref, SEGFAULT),
+        "fault_memory_bomb": with_fault(ref, MEMORY_BOMB),
+        "fault_fork_bomb": with_fault(ref, FORK_BOMB, "end"),
+        "fault_huge_print": with_fault(ref, HUGE_PRINT, "end"),
+        "fault_setsid_daemon": with_fault(ref, SETSID_DAEMON, "end"),
+        "fault_signal_parent": with_fault(ref, SIGNAL_PARENT),
+        "fault_ids": duplicate_and_foreign_ids(ref),
+        # cheats: a buggy solution plus a trick; none may earn more than the bug alone
+        "cheat_assert_rewrite": with_fault(bug, ASSERT_REWRITE),
+        "cheat_monkeypatch": with_fault(bug, MONKEYPATCH),
+        "cheat_edit_tests": edited_and_deleted_tests(bug),
+        "cheat_read_hidden": with_fault(bug, READ_HIDDEN),
+        "cheat_write_others": with_fault(bug, WRITE_OTHERS),
+        "cheat_plant_startup": with_fault(bug, PLANT_STARTUP),
+    })
+    samples.update(liar_samples(bug))
+    samples.update(steal_samples(bug))
+    return samples
+
+
+def liar_samples(bug: dict) -> dict:
+    "Every module-level loop function returns an array that claims to equal anything."
+    from variants import LOOP_FUNCTIONS
+    nb = copy.deepcopy(bug)
+    # Wrapped right after each answer cell, so that every test of that function sees the liar.
+    for index in sorted((i for i, c in enumerate(nb["cells"]) if nbgrader(c).get("solution")), reverse=True):
+        names = [n for n in LOOP_FUNCTIONS if f"def {n}(" in text(nb["cells"][index])]
+        if names:
+            nb["cells"].insert(index + 1, code_cell(LIAR_CLASS + "\n" + "\n".join(
+                f"_honest_{n} = {n}\ndef {n}(*args, **kwargs):\n    return lie(_honest_{n}(*args, **kwargs))"
+                for n in names)))
+    return {"cheat_lying_objects": nb}
+
+
+def steal_samples(bug: dict) -> dict:
+    "A loop function that prints the hidden check calling it (it must never reach the feedback)."
+    from variants import LOOP_FUNCTIONS
+    name = LOOP_FUNCTIONS[0]
+    nb = copy.deepcopy(bug)
+    index = next(i for i, c in enumerate(nb["cells"]) if f"def {name}(" in text(c) and nbgrader(c).get("solution"))
+    nb["cells"].insert(index + 1, code_cell(
+        STEAL_FROM_MEMORY + f"\n_honest_{name} = {name}\ndef {name}(*args, **kwargs):\n"
+        f"    _peek()\n    return _honest_{name}(*args, **kwargs)"))
+    return {"cheat_steal_from_memory": nb}
+
+
+def _cut_in_half(text: str) -> str:
+    "A notebook whose upload stopped half-way: not JSON any more."
+    return text[:len(text) // 2] + "\n"
+
+
+def write(out: Path, samples: dict) -> None:
+    submitted = out / "submitted"
+    if submitted.exists():
+        shutil.rmtree(submitted)
+    for name, nb in sorted(samples.items()):
+        path = submitted / name / MODULE / NOTEBOOK
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    # Faults that are about files, not code.
+    (submitted / "invalid_json" / MODULE).mkdir(parents=True)
+    (submitted / "invalid_json" / MODULE / NOTEBOOK).write_text(
+        _cut_in_half(json.dumps(samples["reference"], indent=1)), encoding="utf-8")
+    (submitted / "wrong_file_name" / MODULE).mkdir(parents=True)
+    (submitted / "wrong_file_name" / MODULE / "my_spatial_final.ipynb").write_text(
+        json.dumps(samples["reference"], indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    (submitted / "missing_notebook" / MODULE).mkdir(parents=True)
+    (submitted / "missing_notebook" / MODULE / "notes.txt").write_text("I forgot to upload my notebook.\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--course", type=Path, default=ROOT, help="course folder with source/ and release/")
+    parser.add_argument("--out", type=Path, default=HERE)
+    args = parser.parse_args(argv)
+    source = json.loads((args.course / "source" / MODULE / NOTEBOOK).read_text(encoding="utf-8"))
+    release = json.loads((args.course / "release" / MODULE / NOTEBOOK).read_text(encoding="utf-8"))
+    samples = all_samples(source, release)
+    write(args.out, samples)
+    print(f"wrote {len(samples) + 3} samples to {args.out / 'submitted'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
