@@ -1,0 +1,75 @@
+"""One helper compares a tinytorch layer with its torch.nn twin in float64: the output, the input
+gradient and every parameter gradient, for a random upstream gradient. Tolerances live here only."""
+import numpy as np
+import torch
+
+from tinytorch.core.layers import Module
+from tinytorch.core.tensor import Tensor
+
+# float64 on both sides: the two implementations differ only in summation order
+RTOL, ATOL = 1e-10, 1e-10
+
+
+def assert_close(ours, theirs, what: str) -> None:
+    "Compare an ndarray with an ndarray or torch tensor, naming `what` and the largest difference."
+    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert ours is not None, f"{what}: tinytorch computed nothing (no gradient reached it?)"
+    ours = np.asarray(ours)
+    assert ours.shape == theirs.shape, f"{what}: tinytorch shape {ours.shape}, PyTorch {theirs.shape}"
+    difference = np.abs(ours - theirs).max(initial=0.0)
+    assert np.allclose(ours, theirs, rtol=RTOL, atol=ATOL), f"{what}: max abs difference {difference:.3g} from PyTorch"
+
+
+def to_float64(module: Module) -> Module:
+    "Turn every parameter and buffer of `module` (and its sub-modules) into float64, in place."
+    for _, parameter in module.named_parameters():
+        parameter.data = parameter.data.astype(np.float64)
+    stack = [module]
+    while stack:
+        current = stack.pop()
+        for name in current._buffers:
+            setattr(current, name, np.asarray(getattr(current, name), dtype=np.float64).copy())
+        stack.extend(current.children())
+    return module
+
+
+def compare_with_torch(ours: Module, theirs: torch.nn.Module, x: np.ndarray, pairs: dict,
+                       buffers: dict | None = None, seed: int = 0) -> tuple:
+    """Copy our parameters (`pairs`: our name -> torch name) and buffers into `theirs`, run both on
+    float64 `x`, push the same random upstream gradient back, and compare output, input gradient
+    and every listed parameter gradient (and the buffers afterwards). Returns (our output, torch output)."""
+    to_float64(ours)
+    theirs = theirs.double()
+    ours_params = dict(ours.named_parameters())
+    theirs_params = dict(theirs.named_parameters())
+    assert set(pairs) == set(ours_params), f"pairs {sorted(pairs)} must name every parameter {sorted(ours_params)}"
+    with torch.no_grad():
+        for mine, their in pairs.items():
+            theirs_params[their].copy_(torch.from_numpy(ours_params[mine].data))
+        for mine, their in (buffers or {}).items():
+            theirs.get_buffer(their).copy_(torch.from_numpy(_attribute(ours, mine)))
+    ours.zero_grad()
+    theirs.zero_grad()
+
+    x = np.asarray(x, dtype=np.float64)
+    x_ours = Tensor(x.copy(), requires_grad=True)
+    x_theirs = torch.tensor(x, requires_grad=True)
+    out, expected = ours(x_ours), theirs(x_theirs)
+    assert out.dtype == np.float64, f"float64 input must give float64 output, got {out.dtype}"
+    assert_close(out.data, expected, "forward")
+
+    upstream = np.random.default_rng(seed).standard_normal(out.shape)
+    out.backward(upstream)
+    expected.backward(torch.from_numpy(upstream))
+    assert_close(x_ours.grad, x_theirs.grad, "gradient of the input")
+    for mine, their in pairs.items():
+        assert_close(ours_params[mine].grad, theirs_params[their].grad, f"gradient of {mine}")
+    for mine, their in (buffers or {}).items():
+        assert_close(_attribute(ours, mine), theirs.get_buffer(their), f"buffer {mine}")
+    return out, expected
+
+
+def _attribute(module, dotted: str):
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
