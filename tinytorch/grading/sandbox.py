@@ -66,6 +66,8 @@ MAX_FILE_BYTES = 512 * 2**20
 TRACEBACK_BYTES = 20_000   # an error output is always kept, but its traceback is cut to this
 UID_BASE = 1_880_000_000   # pool of unprivileged uids, one per kernel running at the same time
 UID_SLOTS = 512
+KERNEL_OUTPUT_SLACK = 65536  # the kernel forwards this much past the cap, so the grader sees the cut
+IDLE_AFTER_REPLY = 2.0       # seconds to wait for the end of a cell's output once its reply came
 
 # Files of the package a student's notebook may import; everything else (the solutions in
 # core/spatial.py and core/im2col.py, the grading tools) stays out of the kernel's reach.
@@ -89,9 +91,36 @@ sys.path_hooks[:] = [h for h in sys.path_hooks if "editable" not in getattr(h, "
 sys.path_importer_cache.clear()
 del _here
 
-from ipykernel.kernelapp import launch_new_instance
+from ipykernel.kernelapp import IPKernelApp
 
-launch_new_instance()
+app = IPKernelApp.instance()
+app.initialize()
+
+# Stop forwarding printed text a little past the grader's cap, so that a flood costs neither
+# side time or memory. This is a courtesy, not a guarantee: the grader caps again on its side.
+_left = [int(os.environ.get("TINYTORCH_OUTPUT_LIMIT", "0")) or None]
+
+
+def _capped(write):
+    def capped_write(text):
+        if _left[0] is None:
+            return write(text)
+        if _left[0] <= 0:
+            return len(text)
+        size = len(text)
+        if size > _left[0]:
+            text = text[:_left[0]]
+        _left[0] -= size
+        write(text)
+        return size
+    return capped_write
+
+
+for _stream in (sys.stdout, sys.stderr):
+    if _stream is not None:
+        _stream.write = _capped(_stream.write)
+del _stream
+app.start()
 '''
 _BOOT_NAME = "_tinytorch_kernel.py"
 
@@ -326,8 +355,9 @@ class _Kernel:
 
     def __init__(self, workdir: Path, limits: KernelLimits, uid, runtime: Path):
         import zmq
-        from jupyter_client.blocking import BlockingKernelClient
+        from jupyter_client.channels import ZMQSocketChannel
         from jupyter_client.connect import write_connection_file
+        from jupyter_client.session import Session
 
         self.limits = limits
         self.uid = uid
@@ -351,13 +381,23 @@ class _Kernel:
         self._log_thread.start()
         self.namespace = None   # pid namespace id, known once the kernel answers
         self.init_pid = None    # host pid of the namespace's pid 1 (bwrap's init)
+        # Our own two sockets (no stdin, control or heartbeat): iopub refuses any message larger
+        # than a few times the output cap, so one giant message cannot exhaust the grader's memory.
+        info = json.loads(connection.read_text())
+        self.session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"])
         self.context = zmq.Context()
-        self.client = BlockingKernelClient(context=self.context)
-        self.client.load_connection_file(str(connection))
-        self.client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
+        shell = self.context.socket(zmq.DEALER)
+        iopub = self.context.socket(zmq.SUB)
+        iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        iopub.setsockopt(zmq.MAXMSGSIZE, 8 * int(limits.max_output_bytes) + 2**20)
+        for socket, port in ((shell, info["shell_port"]), (iopub, info["iopub_port"])):
+            socket.linger = 0
+            socket.connect(f"ipc://{info['ip']}-{port}")
+        self.shell = ZMQSocketChannel(shell, self.session)
+        self.iopub = ZMQSocketChannel(iopub, self.session)
         self.poller = zmq.Poller()
-        self.poller.register(self.client.iopub_channel.socket, zmq.POLLIN)
-        self.poller.register(self.client.shell_channel.socket, zmq.POLLIN)
+        self.poller.register(iopub, zmq.POLLIN)
+        self.poller.register(shell, zmq.POLLIN)
 
     def _argv(self, workdir: Path, runtime: Path, connection: Path) -> list:
         limits = self.limits
@@ -408,6 +448,7 @@ class _Kernel:
             "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
             "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1",
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            "TINYTORCH_OUTPUT_LIMIT": str(int(self.limits.max_output_bytes) + KERNEL_OUTPUT_SLACK),
         }
         return env
 
@@ -423,6 +464,12 @@ class _Kernel:
 
     def log_tail(self) -> str:
         return self._log_tail.decode("utf-8", "replace").strip()
+
+    def request(self, msg_type: str, content: dict) -> str:
+        "Send a shell request; return its msg_id."
+        msg = self.session.msg(msg_type, content)
+        self.shell.send(msg)
+        return msg["header"]["msg_id"]
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -462,10 +509,8 @@ class _Kernel:
 
     def stop(self):
         "End the kernel and every process it started; return once none is left."
-        try:
-            self.client.stop_channels()
-        except Exception:
-            pass
+        for channel in (self.shell, self.iopub):
+            channel.close()
         try:
             self.context.destroy(linger=0)
         except Exception:
@@ -590,11 +635,10 @@ class _Run:
     def start_kernel(self, uid, runtime):
         self.kernel = _Kernel(self.workdir, self.limits, uid, runtime)
         deadline = min(self.deadline, time.monotonic() + KERNEL_START_TIMEOUT)
-        client = self.kernel.client
         while True:
             # A kernel_info reply on shell plus its status on iopub proves both channels are up
             # (a message published before iopub connects would be lost).
-            msg_id = client.kernel_info()
+            msg_id = self.kernel.request("kernel_info_request", {})
             wait_until = min(deadline, time.monotonic() + 1.0)
             replied = published = False
             while time.monotonic() < wait_until and not (replied and published):
@@ -624,7 +668,7 @@ class _Run:
         kernel = self.kernel
         ready = dict(kernel.poller.poll(max(0, int(timeout * 1000))))
         found = []
-        for name, channel in (("iopub", kernel.client.iopub_channel), ("shell", kernel.client.shell_channel)):
+        for name, channel in (("iopub", kernel.iopub), ("shell", kernel.shell)):
             if channel.socket in ready:
                 while channel.msg_ready():
                     try:
@@ -642,16 +686,19 @@ class _Run:
         Raises _Stopped when the kernel dies, ignores the interrupt or the submission's time is up.
         """
         limits = self.limits
-        client = self.kernel.client
-        msg_id = client.execute(cell.source, silent=False, store_history=keep_output,
-                                allow_stdin=False, stop_on_error=False)
+        msg_id = self.kernel.request("execute_request", {
+            "code": cell.source, "silent": False, "store_history": keep_output, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": False})
         cell_deadline = time.monotonic() + float(limits.cell_timeout)
         grace = min(10.0, max(1.0, float(limits.cell_timeout) / 4))
         interrupted_at = None
         reply = idle = None
+        replied_at = None
         outputs = cell.outputs if keep_output else []
         while reply is None or idle is None:
             now = time.monotonic()
+            if reply is not None and now >= replied_at + IDLE_AFTER_REPLY:
+                break   # the end-of-output status was lost (e.g. an oversized message was refused)
             if now >= self.deadline:
                 raise _Stopped("timeout", f"the notebook ran past the {_seconds(limits.submission_timeout)} "
                                           f"limit for a whole submission in {self.name(index)}")
@@ -669,7 +716,7 @@ class _Run:
                     continue
                 if channel == "shell":
                     if msg["msg_type"] == "execute_reply":
-                        reply = msg
+                        reply, replied_at = msg, time.monotonic()
                 elif msg["msg_type"] == "status":
                     if msg["content"].get("execution_state") == "idle":
                         idle = msg
@@ -677,13 +724,20 @@ class _Run:
                     self.handle_output(cell, outputs, msg)
             if (reply is None or idle is None) and not self.kernel.alive():
                 raise _Stopped("crashed", f"{_describe_exit(self.kernel.exit_code())} in {self.name(index)}")
+        failed = reply["content"].get("status") == "error"
         if keep_output:
+            if failed and not any(out.get("output_type") == "error" for out in outputs):
+                # The reply is the kernel's word that the cell failed, even when its error
+                # output never arrived: a grader must not read a failing cell as passing.
+                content = reply["content"]
+                outputs.append(_error_output(str(content.get("ename", "Error"))[:200],
+                                             str(content.get("evalue", ""))[:2000]))
             count = reply["content"].get("execution_count")
             cell.execution_count = count if isinstance(count, int) else None
             _tidy_streams(outputs)
         if interrupted_at is not None:
             return "timeout"
-        return "error" if reply["content"].get("status") == "error" else "ok"
+        return "error" if failed else "ok"
 
     def handle_output(self, cell, outputs, msg):
         from nbformat.v4 import output_from_msg

@@ -1,0 +1,491 @@
+"""The sandboxed notebook executor against faults and escapes a careless or clever student may try.
+
+The fault notebooks run in ONE batch (a module fixture, three at a time in threads, which also
+exercises parallel kernels); each test then checks one case's status, detail, outputs, and that
+the honest cell after the fault still ran where the executor promises it.
+"""
+import os
+import socket
+import sys
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from tinytorch.grading import sandbox
+from tinytorch.grading.sandbox import (ExecutionResult, KernelLimits, SandboxUnavailable, execute_notebook,
+                                       sandbox_available)
+from tinytorch.paths import project_root
+
+ROOT = project_root(Path(__file__).parent)
+FAST = KernelLimits(cell_timeout=3, submission_timeout=40, memory_mb=1536, max_processes=48,
+                    max_output_bytes=200_000)
+HONEST = "open('honest-cell-ran', 'w').write('yes')\nprint('honest cell ran')"
+
+
+def require_sandbox():
+    usable, why = sandbox_available()
+    assert usable, f"the grading sandbox cannot run here: {why}. Run scripts/setup.sh (installs bubblewrap)."
+
+
+def notebook(*sources):
+    return new_notebook(cells=[new_code_cell(source) for source in sources])
+
+
+def text_of(cell) -> str:
+    "Everything a cell printed or raised, as one string."
+    parts = []
+    for out in cell.outputs:
+        if out.output_type == "stream":
+            parts.append(out.text)
+        elif out.output_type == "error":
+            parts.append(f"{out.ename}: {out.evalue}")
+        else:
+            parts.append(str(out.get("data", {}).get("text/plain", "")))
+    return "".join(parts)
+
+
+def errors_of(cell) -> list:
+    return [out.ename for out in cell.outputs if out.output_type == "error"]
+
+
+def host_processes_with(marker: str) -> list:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as handle:
+                    if marker.encode() in handle.read():
+                        found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+# ----------------------------------------------------------------------------------------------
+# The batch of fault notebooks.
+
+MARKER = f"tt-sandbox-marker-{uuid.uuid4().hex}"
+LISTENER = socket.socket()
+LISTENER.bind(("127.0.0.1", 0))
+PORT = LISTENER.getsockname()[1]
+
+SPAWN_WITH_MARKER = (
+    "import os, sys\n"
+    "def exec_marked(code):\n"
+    f"    os.execv(sys.executable, [sys.executable, '-c', code, {MARKER!r}])\n")
+
+
+def hidden_paths() -> list:
+    "Host paths a submission must not see: the course folder's contents, the instructor's home."
+    paths = [ROOT / name for name in ("settings.ini", "pyproject.toml", "nbs", "source", "tinytorch",
+                                      "tinytorch/core/spatial.py", "tinytorch/core/im2col.py", "gradebook.db")]
+    home = Path.home()
+    python_home = Path(sys.base_prefix).resolve()
+    for entry in sorted(home.iterdir())[:20]:
+        # Entries on the way to the Python installation stay (as bare folders); all others vanish.
+        if not (python_home == entry or entry in python_home.parents):
+            paths.append(entry)
+    return [str(p) for p in paths]
+
+
+CASES = {
+    "honest": (FAST, [
+        "import numpy as np\nfrom tinytorch.core.tensor import Tensor\nx = Tensor(np.arange(6.0).reshape(2, 3))",
+        "print(x.data.sum())",
+        "x.shape",
+        HONEST]),
+    "infinite_loop": (FAST, [
+        "base = 41",
+        "while True:\n    pass",
+        "print('after loop', base + 1)"]),
+    "ignores_sigint": (FAST, [
+        "base = 41",
+        "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass",
+        "print('after restart', base + 1)"]),
+    "catches_interrupt": (FAST, [
+        "while True:\n    try:\n        while True:\n            pass\n    except KeyboardInterrupt:\n        pass",
+        HONEST]),
+    "sleep_at_import": (KernelLimits(cell_timeout=60, submission_timeout=4), [
+        "import time\ntime.sleep(1000)",
+        HONEST]),
+    "os_exit": (FAST, [
+        "value = 7",
+        "import os\nos._exit(1)",
+        "print('after crash', value)"]),
+    "segfault": (FAST, [
+        "import ctypes\nctypes.string_at(0)",
+        HONEST]),
+    "memory_bomb": (FAST, [
+        "x = bytearray(64 * 2**30)",
+        "chunks = []\nwhile True:\n    chunks.append(bytes(64 * 2**20))",
+        "import numpy as np\nnp.ones((2**31,))",
+        "del chunks\n" + HONEST]),
+    "fork_bomb": (FAST, [
+        SPAWN_WITH_MARKER + "children = []\n"
+        "try:\n"
+        "    for _ in range(10_000):\n"
+        "        pid = os.fork()\n"
+        "        if pid == 0:\n"
+        "            exec_marked('import time; time.sleep(1000)')\n"
+        "        children.append(pid)\n"
+        "except OSError as error:\n"
+        "    print('refused after', len(children), type(error).__name__)",
+        HONEST]),
+    "prints_100mb": (FAST, [
+        "print('x' * 100_000_000)",
+        "for _ in range(100_000):\n    print('y' * 1000)",
+        HONEST]),
+    "bypasses_kernel_cap": (KernelLimits(cell_timeout=30, max_output_bytes=200_000), [
+        "import sys\nfor stream in (sys.stdout, sys.stderr):\n    stream.__dict__.pop('write', None)\n"
+        "print('z' * 50_000_000)",
+        "raise ValueError('e' * 3_000_000)",
+        HONEST]),
+    "daemons": (FAST, [
+        SPAWN_WITH_MARKER +
+        "import subprocess, time\n"
+        "subprocess.Popen(['setsid', sys.executable, '-c', "
+        "\"open('setsid-alive', 'w').write('1'); import time; time.sleep(1000)\", " + repr(MARKER) + "])\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        exec_marked(\"open('double-fork-alive', 'w').write('1'); import time; time.sleep(1000)\")\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "for _ in range(100):\n"
+        "    if os.path.exists('setsid-alive') and os.path.exists('double-fork-alive'):\n"
+        "        break\n"
+        "    time.sleep(0.05)\n"
+        "print(sorted(os.listdir('.')))",
+        HONEST]),
+    "signals_parent": (FAST, [
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
+        "os.kill(1, signal.SIGKILL)",
+        HONEST]),
+    "kills_everything": (FAST, [
+        "import os, signal\nos.killpg(0, signal.SIGKILL)",
+        HONEST]),
+    "network": (FAST, [
+        "import socket\n"
+        "for address in [('127.0.0.1', %d), ('8.8.8.8', 53), ('1.1.1.1', 443)]:\n"
+        "    try:\n"
+        "        socket.create_connection(address, timeout=2)\n"
+        "        print('CONNECTED', address)\n"
+        "    except OSError as error:\n"
+        "        print('refused', address, type(error).__name__)" % PORT,
+        "try:\n    socket.gethostbyname('example.com')\n    print('RESOLVED')\n"
+        "except OSError as error:\n    print('no dns', type(error).__name__)",
+        HONEST]),
+    "reads_instructor_files": (FAST, [
+        "import os\n"
+        f"for path in {hidden_paths()!r}:\n"
+        "    print(path, 'VISIBLE' if os.path.lexists(path) else 'hidden')\n"
+        f"print('course folder holds', sorted(os.listdir({str(ROOT)!r})) if os.path.isdir({str(ROOT)!r}) else [])",
+        HONEST]),
+    "writes_outside": (FAST, [
+        "import os, sys, tinytorch\n"
+        "targets = ['/usr/evil-{m}', {root!r} + '/evil-{m}', os.path.dirname(tinytorch.__file__) + '/evil-{m}',"
+        " sys.prefix + '/evil-{m}', {other!r} + '/evil-{m}', '/evil-{m}']\n"
+        "for path in targets:\n"
+        "    try:\n"
+        "        open(path, 'w').write('x')\n"
+        "        print('WROTE', path)\n"
+        "    except OSError as error:\n"
+        "        print('refused', path, type(error).__name__)\n"
+        "open('/tmp/private-{m}', 'w').write('x')\n"
+        "print('tmp ok')",
+        HONEST]),
+    "plants_startup_file": (FAST, [
+        "import os\n"
+        "for base in [os.environ['IPYTHONDIR'], os.path.expanduser('~/.ipython')]:\n"
+        "    folder = os.path.join(base, 'profile_default', 'startup')\n"
+        "    os.makedirs(folder, exist_ok=True)\n"
+        "    open(os.path.join(folder, '00-evil.py'), 'w').write('PLANTED = True')\n"
+        "print('planted')"]),
+    "after_planted_startup": (FAST, [
+        "print('PLANTED' in globals())"]),
+    "tinytorch_solutions": (FAST, [
+        "import tinytorch\nprint(tinytorch.__file__)",
+        "import tinytorch.core.spatial",
+        "import tinytorch.core.im2col",
+        "from tinytorch.core.tensor import Tensor\nfrom tinytorch.core.layers import Linear\n"
+        "from tinytorch.core.optim import SGD\nfrom tinytorch.grading.record import record\nprint('imports ok')"]),
+    "shadowing_numpy": (FAST, [
+        "import os, sys\nprint(sorted(os.listdir('.')))\nprint('' in sys.path, os.getcwd() in sys.path)",
+        "import numpy\nprint(numpy.__file__)"]),
+}
+BREAKING_PLANTS = {"shadowing_numpy": {"numpy.py": "raise RuntimeError('SHADOWED numpy')\n"}}
+
+
+def _run_case(name: str, base: Path) -> tuple:
+    limits, sources = CASES[name]
+    workdir = base / name / "work"
+    workdir.mkdir(parents=True)
+    (base / name / "other_student").mkdir()
+    (base / name / "other_student" / "secret.ipynb").write_text("{}")
+    for file_name, text in BREAKING_PLANTS.get(name, {}).items():
+        (workdir / file_name).write_text(text)
+    sources = [s.replace("{m}", MARKER).replace("{root!r}", repr(str(ROOT)))
+                .replace("{other!r}", repr(str(base / name / "other_student"))) for s in sources]
+    return execute_notebook(notebook(*sources), workdir, limits), workdir
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    require_sandbox()
+    base = tmp_path_factory.mktemp("sandbox-batch")
+    LISTENER.listen(5)
+    LISTENER.settimeout(0.1)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                accepted.append(LISTENER.accept())
+            except OSError:
+                pass
+
+    watcher = threading.Thread(target=accept, daemon=True)
+    watcher.start()
+    ordered = [name for name in CASES if name != "after_planted_startup"]
+    results = {}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {name: pool.submit(_run_case, name, base) for name in ordered}
+        results["plants_startup_file"] = futures["plants_startup_file"].result()
+        # The next kernel starts only after the planting one has ended.
+        futures["after_planted_startup"] = pool.submit(_run_case, "after_planted_startup", base)
+        for name, future in futures.items():
+            results[name] = future.result()
+    stop.set()
+    watcher.join()
+    results["_accepted"] = accepted
+    return results
+
+
+def cells(batch, name):
+    return batch[name][0].notebook.cells
+
+
+def test_every_case_returns_a_result(batch):
+    for name in CASES:
+        result = batch[name][0]
+        assert isinstance(result, ExecutionResult), name
+        assert result.status in ("ok", "timeout", "crashed", "memory"), (name, result.status)
+
+
+def test_honest_notebook_runs_clean(batch):
+    result, workdir = batch["honest"]
+    assert (result.status, result.detail, result.timed_out_cells, result.not_run_cells) == ("ok", "", [], [])
+    c = result.notebook.cells
+    assert text_of(c[1]).strip() == "15.0"
+    assert text_of(c[2]) == "(2, 3)"
+    assert [cell.execution_count for cell in c] == [1, 2, 3, 4]
+    assert (workdir / "honest-cell-ran").read_text() == "yes"
+
+
+def test_infinite_loop_is_interrupted_and_the_rest_runs(batch):
+    result, _ = batch["infinite_loop"]
+    assert result.status == "timeout"
+    assert result.timed_out_cells == [1]
+    assert result.detail == "cell 2 ran past the 3 s limit and was interrupted"
+    assert errors_of(cells(batch, "infinite_loop")[1]) == ["KeyboardInterrupt"]
+    assert text_of(cells(batch, "infinite_loop")[2]).strip() == "after loop 42"
+    assert result.restarts == 0
+
+
+def test_loop_ignoring_sigint_gets_a_new_kernel_that_replays_earlier_cells(batch):
+    result, _ = batch["ignores_sigint"]
+    assert result.status == "timeout"
+    assert result.timed_out_cells == [1]
+    assert result.not_run_cells == [1]
+    assert "cell 2 ran past the 3 s limit and ignored the interrupt" in result.detail
+    assert "a new kernel went on with the next cell" in result.detail
+    assert errors_of(cells(batch, "ignores_sigint")[1]) == ["CellTimeoutError"]
+    assert text_of(cells(batch, "ignores_sigint")[2]).strip() == "after restart 42"
+    assert result.restarts == 1
+
+
+def test_loop_that_swallows_keyboard_interrupt_is_stopped(batch):
+    result, workdir = batch["catches_interrupt"]
+    assert result.status == "timeout" and result.timed_out_cells == [0]
+    assert "ignored the interrupt" in result.detail
+    assert (workdir / "honest-cell-ran").exists()
+
+
+def test_sleep_at_import_hits_the_submission_budget(batch):
+    result, workdir = batch["sleep_at_import"]
+    assert result.status == "timeout"
+    assert result.detail.startswith("the notebook ran past the 4 s limit for a whole submission in cell 1")
+    assert result.timed_out_cells == []           # the 60 s cell limit was never reached
+    assert result.not_run_cells == [0, 1]
+    assert errors_of(cells(batch, "sleep_at_import")[0]) == ["CellTimeoutError"]
+    assert errors_of(cells(batch, "sleep_at_import")[1]) == ["CellNotRun"]
+    assert not (workdir / "honest-cell-ran").exists()
+    assert result.seconds < 30
+
+
+def test_os_exit_is_a_crash_with_its_exit_code_and_the_rest_runs(batch):
+    result, _ = batch["os_exit"]
+    assert result.status == "crashed"
+    assert result.detail.startswith("the kernel exited (exit code 1) in cell 2")
+    assert errors_of(cells(batch, "os_exit")[1]) == ["DeadKernelError"]
+    assert text_of(cells(batch, "os_exit")[2]).strip() == "after crash 7"
+
+
+def test_segfault_is_a_crash_that_names_the_signal(batch):
+    result, workdir = batch["segfault"]
+    assert result.status == "crashed"
+    assert "the kernel died (signal 11, segmentation fault) in cell 1" in result.detail
+    assert (workdir / "honest-cell-ran").exists()
+    assert not list(workdir.glob("core*"))
+
+
+def test_memory_bombs_raise_memory_error_inside_the_kernel(batch):
+    result, workdir = batch["memory_bomb"]
+    c = cells(batch, "memory_bomb")
+    assert result.status == "memory"
+    assert "cell 1 ran out of memory (the limit is 1536 MB)" in result.detail
+    assert errors_of(c[0]) == ["MemoryError"]
+    assert errors_of(c[1]) == ["MemoryError"]
+    assert errors_of(c[2])[0].endswith("MemoryError")
+    assert (workdir / "honest-cell-ran").exists()
+
+
+def test_fork_bomb_is_refused_and_leaves_no_process(batch):
+    result, workdir = batch["fork_bomb"]
+    printed = text_of(cells(batch, "fork_bomb")[0])
+    assert printed.startswith("refused after "), printed
+    assert 0 < int(printed.split()[2]) < FAST.max_processes
+    assert (workdir / "honest-cell-ran").exists()
+    assert host_processes_with(MARKER) == []
+
+
+def test_flood_of_output_is_capped_and_the_rest_runs(batch):
+    result, workdir = batch["prints_100mb"]
+    assert result.output_truncated
+    assert "output cut after 200,000 bytes" in result.detail
+    kept = sum(len(text_of(cell).encode()) for cell in cells(batch, "prints_100mb"))
+    assert FAST.max_output_bytes <= kept < FAST.max_output_bytes + 1000
+    assert "[output cut: this submission printed more than 200,000 bytes" in text_of(cells(batch, "prints_100mb")[0])
+    assert (workdir / "honest-cell-ran").exists()
+    assert result.status == "ok"
+
+
+def test_bypassing_the_kernel_side_cap_still_cannot_flood_the_grader(batch):
+    result, workdir = batch["bypasses_kernel_cap"]
+    c = cells(batch, "bypasses_kernel_cap")
+    kept = sum(len(text_of(cell).encode()) for cell in c)
+    assert kept < FAST.max_output_bytes + 5000
+    # The giant error message is refused on the way, but the cell is still reported as failed.
+    assert errors_of(c[1]) == ["ValueError"]
+    assert (workdir / "honest-cell-ran").exists()
+
+
+def test_setsid_daemon_and_double_fork_do_not_survive(batch):
+    result, workdir = batch["daemons"]
+    assert (workdir / "setsid-alive").exists() and (workdir / "double-fork-alive").exists(), \
+        text_of(cells(batch, "daemons")[0])
+    assert host_processes_with(MARKER) == []
+    assert (workdir / "honest-cell-ran").exists()
+
+
+def test_signalling_the_parent_cannot_reach_the_grader(batch):
+    result, workdir = batch["signals_parent"]
+    c = cells(batch, "signals_parent")
+    assert errors_of(c[0]) == ["PermissionError"]
+    assert errors_of(c[1]) == ["PermissionError"]
+    assert (workdir / "honest-cell-ran").exists()
+    assert result.status == "ok"
+
+
+def test_killing_every_own_process_is_a_crash_not_a_grader_failure(batch):
+    result, workdir = batch["kills_everything"]
+    assert result.status == "crashed"
+    assert "signal 9, killed" in result.detail
+    assert (workdir / "honest-cell-ran").exists()
+
+
+def test_no_network(batch):
+    c = cells(batch, "network")
+    printed = text_of(c[0])
+    assert "CONNECTED" not in printed and printed.count("refused") == 3, printed
+    assert "RESOLVED" not in text_of(c[1])
+    assert batch["_accepted"] == []
+
+
+def test_instructor_files_are_invisible(batch):
+    printed = text_of(cells(batch, "reads_instructor_files")[0])
+    assert "VISIBLE" not in printed, printed
+    assert printed.count("hidden") == len(hidden_paths())
+    assert printed.strip().splitlines()[-1] in ("course folder holds ['.venv']", "course folder holds []")
+
+
+def test_writes_outside_the_work_folder_fail(batch, tmp_path_factory):
+    printed = text_of(cells(batch, "writes_outside")[0])
+    assert "WROTE" not in printed and printed.count("refused") == 6, printed
+    assert "tmp ok" in printed
+    assert not Path(f"/tmp/private-{MARKER}").exists()   # the kernel's /tmp is its own
+    assert not Path(f"/evil-{MARKER}").exists() and not (ROOT / f"evil-{MARKER}").exists()
+
+
+def test_planted_startup_file_does_not_reach_the_next_kernel(batch):
+    assert text_of(cells(batch, "plants_startup_file")[0]).strip() == "planted"
+    assert text_of(cells(batch, "after_planted_startup")[0]).strip() == "False"
+
+
+def test_solutions_cannot_be_imported(batch):
+    c = cells(batch, "tinytorch_solutions")
+    assert "/tinytorch-runtime-" in text_of(c[0])
+    assert errors_of(c[1]) == ["ModuleNotFoundError"]
+    assert errors_of(c[2]) == ["ModuleNotFoundError"]
+    assert text_of(c[3]).strip() == "imports ok"
+
+
+def test_module_beside_the_notebook_does_not_shadow_a_library(batch):
+    c = cells(batch, "shadowing_numpy")
+    assert "'numpy.py'" in text_of(c[0]) and "False False" in text_of(c[0])
+    assert errors_of(c[1]) == []
+    assert "site-packages/numpy/__init__.py" in text_of(c[1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Outside the batch.
+
+def test_unsandboxed_kernel_runs_and_interrupts(tmp_path):
+    limits = KernelLimits(cell_timeout=2, submission_timeout=30, sandbox=False)
+    result = execute_notebook(notebook("x = 1", "import time\ntime.sleep(100)", "print(x + 1)"), tmp_path, limits)
+    assert result.status == "timeout" and result.timed_out_cells == [1]
+    assert text_of(result.notebook.cells[2]).strip() == "2"
+
+
+def test_stale_outputs_are_cleared_and_markdown_is_left_alone(tmp_path):
+    require_sandbox()
+    nb = new_notebook(cells=[new_markdown_cell("# title"), new_code_cell("1 + 1"), new_code_cell("  ")])
+    nb.cells[2].outputs = [{"output_type": "stream", "name": "stdout", "text": "forged record"}]
+    result = execute_notebook(nb, tmp_path, FAST)
+    assert result.status == "ok"
+    assert result.notebook.cells[0].source == "# title"
+    assert text_of(result.notebook.cells[1]) == "2"
+    assert result.notebook.cells[2].outputs == []
+    assert nb.cells[2].outputs[0]["text"] == "forged record"      # the caller's notebook is not changed
+
+
+def test_sandbox_refuses_to_run_where_bubblewrap_cannot(monkeypatch, tmp_path):
+    monkeypatch.setattr(sandbox, "sandbox_available", lambda: (False, "bwrap not found"))
+    with pytest.raises(SandboxUnavailable, match="bwrap not found"):
+        execute_notebook(notebook("1"), tmp_path, KernelLimits())
+
+
+def test_limits_from_settings_and_bad_limits():
+    from tinytorch.settings import load_settings
+    settings = load_settings(ROOT)
+    limits = KernelLimits.from_settings(settings)
+    assert (limits.cell_timeout, limits.memory_mb, limits.sandbox) == (
+        settings.cell_timeout, settings.memory_mb, settings.sandbox)
+    with pytest.raises(ValueError, match="cell_timeout must be a positive number, got 0"):
+        KernelLimits(cell_timeout=0)
