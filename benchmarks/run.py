@@ -1,0 +1,220 @@
+"""One side of `tito bench`, run in its own process so that neither library's threads disturb the
+other: `python benchmarks/run.py {layers,digits} {ours,torch}` prints one JSON object.
+
+layers: forward+backward milliseconds (median of repeats) of Conv2d, MaxPool2d, AvgPool2d,
+BatchNorm2d and SimpleCNN(3, 10, 32) at batch 64, float32; for `ours` also the loop
+implementation and the fast path on small inputs (the loops are too slow for batch 64).
+digits: train SimpleCNN(1, 10, 8) on the scikit-learn digits with the same initial weights,
+batches, shifts, optimiser and schedule on both sides; test accuracy and training seconds."""
+import json
+import os
+import sys
+import time
+
+for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(variable, "1")   # one thread: on 2 shared cores, two run many times slower
+
+import numpy as np
+
+BATCH = 64
+# name, layer arguments, input shape at batch 64, input shape for the loops
+LAYERS = [
+    ("conv 16→32 k3 p1", ("conv", 16, 32, 3, 1), (BATCH, 16, 16, 16), (2, 16, 8, 8)),
+    ("maxpool 2×2", ("maxpool", 2), (BATCH, 16, 32, 32), (2, 16, 8, 8)),
+    ("avgpool 2×2", ("avgpool", 2), (BATCH, 16, 32, 32), (2, 16, 8, 8)),
+    ("batchnorm 16", ("batchnorm", 16), (BATCH, 16, 32, 32), (2, 16, 8, 8)),
+]
+SIMPLECNN = ("SimpleCNN(3,10,32)", (BATCH, 3, 32, 32), (2, 3, 16, 16))
+
+
+def median_ms(step, repeats: int, warmup: int = 2, budget_s: float = 20.0) -> float:
+    for _ in range(warmup):
+        step()
+    times, started = [], time.perf_counter()
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - begin)
+        if time.perf_counter() - started > budget_s:
+            break
+    return 1000 * float(np.median(times))
+
+
+# -- ours ------------------------------------------------------------------------------------------
+def ours_layer(spec, impl):
+    from tinytorch.core.spatial import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
+    kind, *arguments = spec
+    if kind == "conv":
+        c_in, c_out, k, p = arguments
+        return Conv2d(c_in, c_out, k, padding=p, impl=impl)
+    return {"maxpool": MaxPool2d, "avgpool": AvgPool2d, "batchnorm": BatchNorm2d}[kind](*arguments, impl=impl)
+
+
+def ours_step(model, shape, with_loss: bool):
+    from tinytorch.core.layers import cross_entropy
+    from tinytorch.core.tensor import Tensor
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal(shape).astype(np.float32)
+    labels = rng.integers(0, 10, shape[0])
+    upstream = None
+
+    def step():
+        nonlocal upstream
+        for p in model.parameters():
+            p.grad = None
+        # a layer's input needs its gradient (a layer is inside a network); the images fed to a network do not
+        x = Tensor(images, requires_grad=not with_loss)
+        out = model(x)
+        if with_loss:
+            cross_entropy(out, labels).backward()
+        else:
+            if upstream is None:
+                upstream = rng.standard_normal(out.shape).astype(np.float32)
+            out.backward(upstream)
+    return step
+
+
+def ours_layers() -> dict:
+    from tinytorch.core.spatial import SimpleCNN
+    from tinytorch.core.tensor import manual_seed
+    manual_seed(0)
+    rows = {}
+    for name, spec, shape, small in LAYERS:
+        rows[name] = {
+            "fast_ms": median_ms(ours_step(ours_layer(spec, "fast"), shape, False), 30),
+            "loops_small_ms": median_ms(ours_step(ours_layer(spec, "loops"), small, False), 3, warmup=1),
+            "fast_small_ms": median_ms(ours_step(ours_layer(spec, "fast"), small, False), 50),
+        }
+    name, shape, small = SIMPLECNN
+    rows[name] = {
+        "fast_ms": median_ms(ours_step(SimpleCNN(3, 10, 32, impl="fast"), shape, True), 30),
+        "loops_small_ms": median_ms(ours_step(SimpleCNN(3, 10, 16, impl="loops"), small, True), 3, warmup=1),
+        "fast_small_ms": median_ms(ours_step(SimpleCNN(3, 10, 16, impl="fast"), small, True), 50),
+    }
+    return rows
+
+
+# -- PyTorch -------------------------------------------------------------------------------------
+def torch_simplecnn(in_channels: int, num_classes: int, image_size: int):
+    import torch.nn as nn
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * (image_size // 4) ** 2, num_classes))
+
+
+def copy_weights_to_torch(ours, theirs) -> None:
+    "Our parameters, in order, into the torch model's (same architecture, same order)."
+    import torch
+    pairs = list(zip(ours.parameters(), theirs.parameters()))
+    assert len(pairs) == len(ours.parameters()) == len(list(theirs.parameters()))
+    with torch.no_grad():
+        for mine, target in pairs:
+            assert tuple(mine.shape) == tuple(target.shape), (mine.shape, target.shape)
+            target.copy_(torch.from_numpy(np.array(mine.data, dtype=np.float32)))
+
+
+def torch_layers() -> dict:
+    import torch
+    import torch.nn as nn
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+    def step_of(model, shape, with_loss):
+        x = torch.randn(shape)
+        labels = torch.randint(0, 10, (shape[0],))
+        upstream = None
+
+        def step():
+            nonlocal upstream
+            model.zero_grad(set_to_none=True)
+            inputs = x.detach().requires_grad_(not with_loss)
+            out = model(inputs)
+            if with_loss:
+                nn.functional.cross_entropy(out, labels).backward()
+            else:
+                if upstream is None:
+                    upstream = torch.randn(out.shape)
+                out.backward(upstream)
+        return step
+
+    rows = {}
+    for name, (kind, *arguments), shape, _ in LAYERS:
+        if kind == "conv":
+            c_in, c_out, k, p = arguments
+            layer = nn.Conv2d(c_in, c_out, k, padding=p)
+        else:
+            layer = {"maxpool": nn.MaxPool2d, "avgpool": nn.AvgPool2d, "batchnorm": nn.BatchNorm2d}[kind](*arguments)
+        rows[name] = {"torch_ms": median_ms(step_of(layer, shape, False), 30)}
+    name, shape, _ = SIMPLECNN
+    rows[name] = {"torch_ms": median_ms(step_of(torch_simplecnn(3, 10, 32), shape, True), 30)}
+    return rows
+
+
+# -- digits training -----------------------------------------------------------------------------
+def digits_run(side: str, epochs: int, seed: int) -> dict:
+    from tinytorch.commands.training import DEFAULTS
+    from tinytorch.core.training import TrainConfig, build_model, cosine_lr, epoch_batches, fit, predict
+    from tinytorch.data import load_digits
+    data = load_digits()
+    config = TrainConfig(epochs=epochs, batch_size=DEFAULTS["digits"]["batch_size"], seed=seed)
+    ours = build_model(data.image_shape, 10, impl="fast", seed=seed)
+    if side == "ours":
+        history = fit(ours, data, config, progress=False, evaluate_every_epoch=False)
+        accuracy = float((predict(ours, data.x_test).argmax(axis=1) == data.y_test).mean())
+        return {"accuracy": accuracy, "seconds": sum(history.seconds)}
+
+    import torch
+    torch.set_num_threads(1)
+    model = torch_simplecnn(1, 10, 8)
+    copy_weights_to_torch(ours, model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    rng = np.random.default_rng(config.seed)    # the same batches and shifts as `fit`
+    steps_per_epoch = -(-len(data.x_train) // config.batch_size)
+    total, step, seconds = config.epochs * steps_per_epoch, 0, 0.0
+    for _ in range(config.epochs):
+        started = time.perf_counter()
+        for images, labels in epoch_batches(data.x_train, data.y_train, config, rng):
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(config.lr, step, total)
+            loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(images)), torch.from_numpy(labels))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+        seconds += time.perf_counter() - started
+    with torch.no_grad():
+        predictions = model(torch.from_numpy(data.x_test)).argmax(dim=1).numpy()
+    return {"accuracy": float((predictions == data.y_test).mean()), "seconds": seconds}
+
+
+def digits_loops(epochs: int, train_limit: int, seed: int) -> dict:
+    "The loop implementation on the digits: a fair schedule that fits in a few minutes."
+    from tinytorch.core.training import TrainConfig, build_model, fit, predict
+    from tinytorch.data import load_digits
+    data = load_digits().subset(train=train_limit)
+    config = TrainConfig(epochs=epochs, batch_size=32, seed=seed)
+    model = build_model(data.image_shape, 10, impl="loops", seed=seed)
+    history = fit(model, data, config, progress=False, evaluate_every_epoch=False)
+    accuracy = float((predict(model, data.x_test).argmax(axis=1) == data.y_test).mean())
+    return {"accuracy": accuracy, "seconds": sum(history.seconds), "epochs": epochs, "train_images": len(data.x_train)}
+
+
+def main(argv) -> int:
+    what, side, *rest = argv
+    options = dict(item.split("=", 1) for item in rest)
+    if what == "layers":
+        result = ours_layers() if side == "ours" else torch_layers()
+    elif what == "digits":
+        result = digits_run(side, int(options.get("epochs", 60)), int(options.get("seed", 0)))
+    elif what == "digits-loops":
+        result = digits_loops(int(options.get("epochs", 3)), int(options.get("train_limit", 1437)),
+                              int(options.get("seed", 0)))
+    else:
+        raise SystemExit(f"unknown benchmark {what!r}: expected layers, digits or digits-loops")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
