@@ -181,3 +181,86 @@ def test_float32_stays_float32_and_layout_is_invisible():
 def test_bad_input_names_expected_and_received(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# -- fast == loops: the layers of Module 09 with impl="loops" and impl="fast" ----------------------
+
+def run_layer(layer, x: np.ndarray, upstream_seed: int = 11):
+    "Output, input gradient and parameter gradients of `layer` on float64 `x` for a random upstream."
+    inputs = Tensor(x.copy(), requires_grad=True)
+    out = layer(inputs)
+    out.backward(np.random.default_rng(upstream_seed).standard_normal(out.shape))
+    return out.data, inputs.grad, [p.grad for p in layer.parameters()]
+
+
+def assert_loops_equal_fast(make_layer, x, what):
+    loops_out, loops_dx, loops_grads = run_layer(make_layer("loops"), x)
+    fast_out, fast_dx, fast_grads = run_layer(make_layer("fast"), x)
+    assert_close(fast_out, loops_out, f"{what}: fast vs loops forward")
+    assert_close(fast_dx, loops_dx, f"{what}: fast vs loops input gradient")
+    for index, (fast, loops) in enumerate(zip(fast_grads, loops_grads)):
+        assert_close(fast, loops, f"{what}: fast vs loops gradient of parameter {index}")
+
+
+def float64_parameters(layer, seed):
+    "Weights set explicitly in float64, so both implementations see the same numbers."
+    rng = np.random.default_rng(seed)
+    for p in layer.parameters():
+        p.data = rng.standard_normal(p.shape)
+    return layer
+
+
+LOOPS = settings(max_examples=12, deadline=None)   # the loops are slow: fewer, small cases
+
+
+@LOOPS
+@given(spatial_case(max_pad_is_half_kernel=False), st.integers(1, 3), st.booleans())
+def test_conv2d_fast_equals_loops(case, out_channels, with_bias):
+    from tinytorch.core.spatial import Conv2d
+    shape, kernel, stride, padding, seed = case
+    x = np.random.default_rng(seed).standard_normal(shape)
+    assert_loops_equal_fast(
+        lambda impl: float64_parameters(Conv2d(shape[1], out_channels, kernel, stride, padding, bias=with_bias, impl=impl), seed),
+        x, f"Conv2d {shape} k{kernel} s{stride} p{padding}")
+
+
+@LOOPS
+@given(spatial_case(max_pad_is_half_kernel=True), st.booleans(), st.booleans())
+def test_pools_fast_equal_loops(case, maximum, with_ties):
+    from tinytorch.core.spatial import AvgPool2d, MaxPool2d
+    shape, kernel, stride, padding, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-1, 2, shape).astype(np.float64) if with_ties else rng.standard_normal(shape)
+    pool = MaxPool2d if maximum else AvgPool2d
+    assert_loops_equal_fast(lambda impl: pool(kernel, stride, padding, impl=impl), x,
+                            f"{pool.__name__} {shape} k{kernel} s{stride} p{padding} ties={with_ties}")
+
+
+@LOOPS
+@given(st.integers(2, 3), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.booleans(), st.integers(0, 2**16))
+def test_batch_norm2d_fast_equals_loops(n, c, h, w, training, seed):
+    from tinytorch.core.spatial import BatchNorm2d
+    x = np.random.default_rng(seed).normal(-1.0, 3.0, (n, c, h, w))
+    layers = {}
+
+    def make(impl):
+        layer = float64_parameters(BatchNorm2d(c, impl=impl), seed)
+        # float64 buffers too (like torch's model.double()): the comparison is all-float64
+        layer.running_mean = np.linspace(-1, 1, c)
+        layer.running_var = np.linspace(0.5, 2, c)
+        layers[impl] = layer.train(training)
+        return layer
+    assert_loops_equal_fast(make, x, f"BatchNorm2d {(n, c, h, w)} training={training}")
+    assert_close(layers["fast"].running_mean, layers["loops"].running_mean, "running_mean fast vs loops")
+    assert_close(layers["fast"].running_var, layers["loops"].running_var, "running_var fast vs loops")
+
+
+def test_simplecnn_fast_equals_loops():
+    from tinytorch.core.spatial import SimpleCNN
+    from tinytorch.core.tensor import manual_seed
+    x = np.random.default_rng(5).standard_normal((2, 3, 8, 8))
+
+    def make(impl):
+        manual_seed(0)
+        return float64_parameters(SimpleCNN(3, 10, 8, impl=impl), 1)
+    assert_loops_equal_fast(make, x, "SimpleCNN(3, 10, 8)")
