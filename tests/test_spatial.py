@@ -377,6 +377,7 @@ def test_batch_norm_one_value_per_channel_in_training():
     (lambda: Conv2d(2, 2, 2.5), TypeError, "kernel_size must be an int or a pair of ints"),
     (lambda: MaxPool2d(2, impl="gpu"), ValueError, "impl must be one of"),
     (lambda: SimpleCNN(image_size=3), ValueError, "at least 4"),
+    (lambda: BatchNorm2d((2, 3)), ValueError, "num_features must be a positive int"),
     (lambda: SimpleCNN(3, 10, 16)(np.zeros((1, 3, 32, 32))), ValueError, "expected 16x16 images, got 32x32"),
     (lambda: conv2d_loops(np.zeros((1, 2, 3, 3)), np.zeros((1, 3, 2, 2))), ValueError, "expected weight"),
 ])

@@ -8,14 +8,14 @@ __all__ = ['IMPLEMENTATIONS', 'pair', 'output_size', 'pad_input', 'check_input',
            'avg_pool2d_backward', 'MaxPool2d', 'AvgPool2d', 'batch_norm2d_loops', 'batch_norm2d_backward',
            'BatchNorm2d', 'SimpleCNN']
 
-# %% ../../nbs/09_spatial.ipynb #1ca17388
+# %% ../../nbs/09_spatial.ipynb #6cd26ad7
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .tensor import Tensor, as_float_array, get_rng
 from .layers import Linear, Module, Parameter
 
-# %% ../../nbs/09_spatial.ipynb #debb12a2
+# %% ../../nbs/09_spatial.ipynb #2538628e
 def pair(value, name: str = "size", minimum: int = 1) -> tuple:
     "An int or a pair of ints as a pair `(height, width)`, each at least `minimum`."
     values = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
@@ -57,7 +57,7 @@ def pool_geometry(kernel_size, stride=None, padding=0, layer: str = "pool") -> t
         raise ValueError(f"{layer} padding {padding} must be at most half the kernel size {kernel}")
     return kernel, stride, padding
 
-# %% ../../nbs/09_spatial.ipynb #e9f03326
+# %% ../../nbs/09_spatial.ipynb #d166bbc5
 def conv2d_loops(x, weight, bias=None, stride=1, padding=0) -> np.ndarray:
     "Cross-correlate x (N, C_in, H, W) with weight (C_out, C_in, kh, kw), plus bias (C_out,): -> (N, C_out, H_out, W_out)."
     x = check_input(x, layer="conv2d")
@@ -94,7 +94,7 @@ def conv2d_loops(x, weight, bias=None, stride=1, padding=0) -> np.ndarray:
     ### END SOLUTION
     return out
 
-# %% ../../nbs/09_spatial.ipynb #853d928c
+# %% ../../nbs/09_spatial.ipynb #339b43c4
 def _window_slices(k_h: int, k_w: int, stride: tuple, out_shape: tuple) -> tuple:
     "The rows and columns of the padded input that kernel offset (k_h, k_w) touches, one per output position."
     (stride_h, stride_w), (out_height, out_width) = stride, out_shape
@@ -120,7 +120,7 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
             grad_x_padded[:, :, rows, cols] += np.einsum("nohw,oc->nchw", grad_out, weight[:, :, k_h, k_w])
     return _unpad(grad_x_padded, padding), grad_weight, grad_out.sum(axis=(0, 2, 3))
 
-# %% ../../nbs/09_spatial.ipynb #195be9ff
+# %% ../../nbs/09_spatial.ipynb #99fd3268
 IMPLEMENTATIONS = ("loops", "fast")
 
 def check_impl(impl: str) -> str:
@@ -177,7 +177,7 @@ class Conv2d(Module):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, impl={self.impl!r})")
 
-# %% ../../nbs/09_spatial.ipynb #b2be4c60
+# %% ../../nbs/09_spatial.ipynb #430ffa36
 def max_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
     "Largest value of each window, channel by channel: (N, C, H, W) -> (N, C, H_out, W_out)."
     x = check_input(x, layer="max_pool2d")
@@ -200,7 +200,7 @@ def max_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
     ### END SOLUTION
     return out
 
-# %% ../../nbs/09_spatial.ipynb #7a37403d
+# %% ../../nbs/09_spatial.ipynb #5fde8103
 def avg_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
     "Mean of each window, channel by channel, zeros padded: (N, C, H, W) -> (N, C, H_out, W_out)."
     x = check_input(x, layer="avg_pool2d")
@@ -223,7 +223,7 @@ def avg_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
     ### END SOLUTION
     return out
 
-# %% ../../nbs/09_spatial.ipynb #3ff337fa
+# %% ../../nbs/09_spatial.ipynb #5474bab5
 def max_pool2d_backward(grad_out: np.ndarray, x: np.ndarray, kernel_size, stride=None, padding=0) -> np.ndarray:
     "Gradient for x (N, C, H, W) from grad_out (N, C, H_out, W_out): each window's to its first maximum."
     (kernel_h, kernel_w), (stride_h, stride_w), padding = pool_geometry(kernel_size, stride, padding)
@@ -231,9 +231,9 @@ def max_pool2d_backward(grad_out: np.ndarray, x: np.ndarray, kernel_size, stride
     windows = sliding_window_view(x_padded, (kernel_h, kernel_w), axis=(2, 3))[:, :, ::stride_h, ::stride_w]
     windows = windows[:, :, :grad_out.shape[2], :grad_out.shape[3]]           # (N, C, H_out, W_out, kh, kw)
     winner = windows.reshape(windows.shape[:4] + (-1,)).argmax(axis=-1)       # (N, C, H_out, W_out), first max
-    n, c, out_h, out_w = np.indices(winner.shape)
+    b, ch, out_h, out_w = np.indices(winner.shape)
     grad_x_padded = np.zeros(x_padded.shape, dtype=grad_out.dtype)
-    np.add.at(grad_x_padded, (n, c, out_h * stride_h + winner // kernel_w, out_w * stride_w + winner % kernel_w),
+    np.add.at(grad_x_padded, (b, ch, out_h * stride_h + winner // kernel_w, out_w * stride_w + winner % kernel_w),
               grad_out)
     return _unpad(grad_x_padded, padding)
 
@@ -248,9 +248,10 @@ def avg_pool2d_backward(grad_out: np.ndarray, x: np.ndarray, kernel_size, stride
             grad_x_padded[:, :, rows, cols] += share
     return _unpad(grad_x_padded, padding)
 
-# %% ../../nbs/09_spatial.ipynb #9126fee2
+# %% ../../nbs/09_spatial.ipynb #0f692a3d
 class _Pool2d(Module):
-    _name, _forward, _backward, _fast_name = "pool", None, None, ""
+    "What MaxPool2d and AvgPool2d share: geometry, input checks, the graph; subclasses say which loops."
+    _name, _fast_name = "pool", ""
 
     def __init__(self, kernel_size, stride=None, padding=0, impl: str = "loops"):
         self.kernel_size, self.stride, self.padding = pool_geometry(kernel_size, stride, padding, self._name)
@@ -263,12 +264,8 @@ class _Pool2d(Module):
             output_size(size, kernel, stride, padding)
         if self.impl == "fast":
             return getattr(_fast_ops(), self._fast_name)(x, self.kernel_size, self.stride, self.padding)
-        forward, backward_fn = type(self)._forward, type(self)._backward
-        out = np.asarray(forward(data, self.kernel_size, self.stride, self.padding), dtype=data.dtype)
-
-        def backward(grad_out):
-            return (backward_fn(grad_out, data, self.kernel_size, self.stride, self.padding),)
-        return Tensor.from_op(out, (x,), backward, self._name)
+        out = np.asarray(self._loops(data), dtype=data.dtype)                 # (N, C, H_out, W_out)
+        return Tensor.from_op(out, (x,), lambda grad_out: (self._gradient(grad_out, data),), self._name)
 
     def __repr__(self) -> str:
         return f"{self._name}(kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, impl={self.impl!r})"
@@ -276,14 +273,24 @@ class _Pool2d(Module):
 class MaxPool2d(_Pool2d):
     "Max over each window, channel by channel: (N, C, H, W) -> (N, C, H_out, W_out); padding acts as -inf."
     _name, _fast_name = "MaxPool2d", "max_pool2d_fast"
-    _forward, _backward = staticmethod(lambda *args: max_pool2d_loops(*args)), staticmethod(max_pool2d_backward)
+
+    def _loops(self, data):
+        return max_pool2d_loops(data, self.kernel_size, self.stride, self.padding)
+
+    def _gradient(self, grad_out, data):
+        return max_pool2d_backward(grad_out, data, self.kernel_size, self.stride, self.padding)
 
 class AvgPool2d(_Pool2d):
     "Mean over each window (area kh*kw, zeros padded), channel by channel: (N, C, H, W) -> (N, C, H_out, W_out)."
     _name, _fast_name = "AvgPool2d", "avg_pool2d_fast"
-    _forward, _backward = staticmethod(lambda *args: avg_pool2d_loops(*args)), staticmethod(avg_pool2d_backward)
 
-# %% ../../nbs/09_spatial.ipynb #2d9a6c5f
+    def _loops(self, data):
+        return avg_pool2d_loops(data, self.kernel_size, self.stride, self.padding)
+
+    def _gradient(self, grad_out, data):
+        return avg_pool2d_backward(grad_out, data, self.kernel_size, self.stride, self.padding)
+
+# %% ../../nbs/09_spatial.ipynb #e8e42059
 def batch_norm2d_loops(x, gamma, beta, running_mean: np.ndarray, running_var: np.ndarray,
                        training: bool, momentum: float = 0.1, eps: float = 1e-5) -> np.ndarray:
     "Normalise each channel of x (N, C, H, W), then scale by gamma (C,) and shift by beta (C,); updates the running buffers in training."
@@ -310,7 +317,7 @@ def batch_norm2d_loops(x, gamma, beta, running_mean: np.ndarray, running_var: np
     ### END SOLUTION
     return out
 
-# %% ../../nbs/09_spatial.ipynb #0b1dc359
+# %% ../../nbs/09_spatial.ipynb #571c060c
 def batch_norm2d_backward(grad_out: np.ndarray, x: np.ndarray, gamma: np.ndarray, eps: float,
                           mean: np.ndarray | None = None, var: np.ndarray | None = None) -> tuple:
     """Gradients (x (N, C, H, W), gamma (C,), beta (C,)) from grad_out (N, C, H, W).
@@ -331,13 +338,15 @@ def batch_norm2d_backward(grad_out: np.ndarray, x: np.ndarray, gamma: np.ndarray
                       - x_hat * (grad_x_hat * x_hat).mean(axis=axes, keepdims=True))
     return grad_x_hat * inv_std.reshape(shape), grad_gamma, grad_beta
 
-# %% ../../nbs/09_spatial.ipynb #43a424f9
+# %% ../../nbs/09_spatial.ipynb #46322e60
 class BatchNorm2d(Module):
     "Per-channel normalisation over (N, H, W) with learnable gamma/beta and running statistics."
     _buffers = ("running_mean", "running_var")
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, impl: str = "loops"):
-        self.num_features = pair(num_features, "num_features")[0]
+        if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features < 1:
+            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+        self.num_features = int(num_features)
         self.eps, self.momentum = float(eps), float(momentum)
         self.impl = check_impl(impl)
         self.gamma = Parameter(np.ones(num_features, dtype=np.float32))
@@ -371,7 +380,7 @@ class BatchNorm2d(Module):
     def __repr__(self) -> str:
         return f"BatchNorm2d({self.num_features}, eps={self.eps}, momentum={self.momentum}, impl={self.impl!r})"
 
-# %% ../../nbs/09_spatial.ipynb #62a8e85c
+# %% ../../nbs/09_spatial.ipynb #6150c954
 class SimpleCNN(Module):
     "conv(in->16, 3x3, p1)-ReLU-maxpool2 -> conv(16->32, 3x3, p1)-ReLU-maxpool2 -> flatten -> linear(classes)."
     def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, impl: str = "loops"):
