@@ -98,6 +98,10 @@ CASES = {
         "print(x.data.sum())",
         "x.shape",
         HONEST]),
+    "libraries": (KernelLimits(cell_timeout=60, max_output_bytes=200_000), [
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()",
+        "from sklearn.datasets import load_digits\nprint(load_digits().images.shape)",
+        "import sys\nfor i in range(3):\n    print(f'\\rstep {i}', end='')\nprint()"]),
     "infinite_loop": (FAST, [
         "base = 41",
         "while True:\n    pass",
@@ -286,6 +290,17 @@ def test_honest_notebook_runs_clean(batch):
     assert text_of(c[2]) == "(2, 3)"
     assert [cell.execution_count for cell in c] == [1, 2, 3, 4]
     assert (workdir / "honest-cell-ran").read_text() == "yes"
+
+
+def test_course_libraries_work_without_warnings(batch):
+    result, _ = batch["libraries"]
+    c = cells(batch, "libraries")
+    assert result.status == "ok", result.detail
+    assert [out.name for cell in c for out in cell.outputs if out.output_type == "stream"
+            and out.name == "stderr"] == [], [text_of(cell) for cell in c]
+    assert any("image/png" in out.get("data", {}) for out in c[0].outputs)
+    assert text_of(c[1]).strip() == "(1797, 8, 8)"
+    assert text_of(c[2]) == "step 2\n"
 
 
 def test_infinite_loop_is_interrupted_and_the_rest_runs(batch):

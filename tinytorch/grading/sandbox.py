@@ -62,6 +62,7 @@ __all__ = ["KernelLimits", "ExecutionResult", "SandboxUnavailable", "sandbox_ava
 MAX_RESTARTS = 2          # new kernels per submission after a crash or an ignored interrupt
 KERNEL_START_TIMEOUT = 60  # seconds a kernel may take to answer its first request
 TMPFS_BYTES = 256 * 2**20  # the kernel's private /tmp lives in memory: keep it small
+SHM_BYTES = 64 * 2**20     # /dev/shm, for multiprocessing semaphores (joblib, scikit-learn)
 MAX_FILE_BYTES = 512 * 2**20
 TRACEBACK_BYTES = 20_000   # an error output is always kept, but its traceback is cut to this
 UID_BASE = 1_880_000_000   # pool of unprivileged uids, one per kernel running at the same time
@@ -248,7 +249,21 @@ def student_runtime() -> Path:
             import atexit
             atexit.register(shutil.rmtree, folder, True)
             _runtime_path = build_student_runtime(folder)
+            _prebuild_font_cache(_runtime_path / "mpl")
         return _runtime_path
+
+
+def _prebuild_font_cache(folder: Path) -> None:
+    "Build matplotlib's font list once, so that each kernel copies it instead of scanning fonts (~1 s)."
+    folder.mkdir(exist_ok=True)
+    env = {"MPLCONFIGDIR": str(folder), "HOME": str(folder), "PATH": os.environ.get("PATH", "/usr/bin")}
+    try:
+        subprocess.run([sys.executable, "-I", "-c", "import matplotlib.font_manager"], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        pass   # no matplotlib, or too slow: each kernel then builds its own
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,11 +377,15 @@ class _Kernel:
         self.limits = limits
         self.uid = uid
         self.folder = Path(tempfile.mkdtemp(prefix="ttk-"))  # short: IPC socket paths are limited to ~100 bytes
-        for name in ("home", "ipython", "jupyter", "mpl", "tmp"):
+        for name in ("home", "ipython", "jupyter", "tmp"):
             (self.folder / name).mkdir()
+        if (runtime / "mpl").is_dir():
+            shutil.copytree(runtime / "mpl", self.folder / "mpl")
+        else:
+            (self.folder / "mpl").mkdir()
         if uid is not None:
-            for path in [self.folder, *self.folder.iterdir()]:
-                os.chown(path, uid, uid)
+            for path in [self.folder, *self.folder.rglob("*")]:
+                os.chown(path, uid, uid, follow_symlinks=False)
         connection = self.folder / "kernel.json"
         write_connection_file(str(connection), transport="ipc", ip=str(self.folder / "ipc"),
                               key=secrets.token_hex(32).encode())
@@ -414,8 +433,11 @@ class _Kernel:
                 "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv"]
         for key, value in self._env(True).items():
             argv += ["--setenv", key, value]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
-                 "--ro-bind", "/usr", "/usr", *_merged_usr_links()]
+        argv += ["--proc", "/proc", "--dev", "/dev",
+                 # bwrap makes new folders 0700 root: the kernel's uid needs 1777 (tmp, shm) or 0755 (etc).
+                 "--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
+                 "--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
+                 "--ro-bind", "/usr", "/usr", *_merged_usr_links(), "--perms", "0755", "--dir", "/etc"]
         for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
                      "/etc/nsswitch.conf", "/etc/fonts", "/etc/mime.types"):
             argv += ["--ro-bind-try", path, path]
@@ -629,7 +651,8 @@ class _Run:
         self.not_run = []
         self.restarts = 0
         self.kernel = None
-        self.display_ids = {}     # display_id -> [(cell, output)]
+        self.display_ids = {}     # display_id -> outputs showing it
+        self.clear_pending = False  # clear_output(wait=True): clear when the next output comes
 
     # -- kernel life -------------------------------------------------------------------------
     def start_kernel(self, uid, runtime):
@@ -695,6 +718,7 @@ class _Run:
         reply = idle = None
         replied_at = None
         outputs = cell.outputs if keep_output else []
+        self.clear_pending = False
         while reply is None or idle is None:
             now = time.monotonic()
             if reply is not None and now >= replied_at + IDLE_AFTER_REPLY:
@@ -745,7 +769,7 @@ class _Run:
         kind = msg["msg_type"]
         if kind == "clear_output":
             if msg["content"].get("wait"):
-                cell.metadata["_clear_before_next"] = True   # removed again below
+                self.clear_pending = True
             else:
                 outputs.clear()
             return
@@ -764,7 +788,8 @@ class _Run:
             out = output_from_msg(msg)
         except (ValueError, KeyError):
             return
-        if cell.metadata.pop("_clear_before_next", False):
+        if self.clear_pending:
+            self.clear_pending = False
             outputs.clear()
         if kind == "error":
             # Always kept (a grader needs to see the cell failed), but bounded.
@@ -926,10 +951,7 @@ def execute_notebook(nb, workdir: Path, limits: KernelLimits) -> "ExecutionResul
         finally:
             if run.kernel is not None:
                 run.kernel.stop()
-    for index in run.not_run:
-        nb.cells[index].metadata.pop("_clear_before_next", None)
     for index in code_cells:
-        nb.cells[index].metadata.pop("_clear_before_next", None)
         for out in nb.cells[index].outputs:
             if out.get("output_type") == "error" and str(out.get("ename", "")).endswith("MemoryError"):
                 run.events.append(("memory", f"{run.name(index)} ran out of memory "
