@@ -148,6 +148,24 @@ CASES = {
         "print('z' * 50_000_000)",
         "raise ValueError('e' * 3_000_000)",
         HONEST]),
+    "forges_messages": (FAST, [
+        # Code in a cell can sign kernel messages: it forges an early "ok" reply and idle
+        # status for its own cell and then fails, and tries to publish output for the next cell.
+        "kernel = get_ipython().kernel\n"
+        "parent = kernel.get_parent()\n"
+        "session, socket = kernel.session, kernel.shell_stream\n"
+        "kernel.session.send(kernel.iopub_socket, 'status', {'execution_state': 'idle'}, parent=parent)\n"
+        "kernel.session.send(socket, 'execute_reply', {'status': 'ok', 'execution_count': 1}, parent=parent,"
+        " ident=parent.get('_idents', kernel._parent_ident.get('shell', b'')) if hasattr(kernel, '_parent_ident')"
+        " else None)\n"
+        "import time\ntime.sleep(0.5)\n"
+        "guess = dict(parent['header'])\n"
+        "head, pid, count = guess['msg_id'].rsplit('_', 2) if guess['msg_id'].count('_') >= 2 else ('x', '0', '0')\n"
+        "guess['msg_id'] = f'{head}_{pid}_{int(count) + 2}'\n"
+        "kernel.session.send(kernel.iopub_socket, 'stream', {'name': 'stdout', 'text': 'FORGED'},"
+        " parent={'header': guess})\n"
+        "raise AssertionError('the real failure')",
+        "print('next cell')"]),
     "daemons": (FAST, [
         SPAWN_WITH_MARKER +
         "import subprocess, time\n"
@@ -399,6 +417,14 @@ def test_bypassing_the_kernel_side_cap_still_cannot_flood_the_grader(batch):
     # The giant error message is refused on the way, but the cell is still reported as failed.
     assert errors_of(c[1]) == ["ValueError"]
     assert (workdir / "honest-cell-ran").exists()
+
+
+def test_forged_kernel_messages_do_not_hide_a_failure(batch):
+    result, _ = batch["forges_messages"]
+    c = cells(batch, "forges_messages")
+    assert "AssertionError" in errors_of(c[0]), [text_of(cell) for cell in c]
+    assert "FORGED" not in text_of(c[1])
+    assert text_of(c[1]).strip() == "next cell"
 
 
 def test_setsid_daemon_and_double_fork_do_not_survive(batch):

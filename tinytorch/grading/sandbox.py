@@ -489,9 +489,13 @@ class _Kernel:
 
     def request(self, msg_type: str, content: dict) -> str:
         "Send a shell request; return its msg_id."
-        msg = self.session.msg(msg_type, content)
+        # jupyter_client numbers msg_ids (session_pid_count): code in one cell could predict the
+        # id of the next and publish output under it. A random id cannot be guessed.
+        header = self.session.msg_header(msg_type)
+        header["msg_id"] = secrets.token_hex(16)
+        msg = self.session.msg(msg_type, content, header=header)
         self.shell.send(msg)
-        return msg["header"]["msg_id"]
+        return header["msg_id"]
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -717,12 +721,19 @@ class _Run:
         interrupted_at = None
         reply = idle = None
         replied_at = None
+        sync_id = synced = None
         outputs = cell.outputs if keep_output else []
         self.clear_pending = False
-        while reply is None or idle is None:
+        while not synced:
             now = time.monotonic()
-            if reply is not None and now >= replied_at + IDLE_AFTER_REPLY:
-                break   # the end-of-output status was lost (e.g. an oversized message was refused)
+            if reply is not None and idle is None and now >= replied_at + IDLE_AFTER_REPLY:
+                idle = True   # the end-of-output status was lost (e.g. an oversized message was refused)
+            if reply is not None and idle is not None and sync_id is None:
+                # The cell's own code can publish a fake reply and idle status for itself. The kernel
+                # answers shell requests in order, so the reply to this request (whose random id
+                # the cell cannot know) proves the cell really finished; output that comes
+                # until then still belongs to the cell.
+                sync_id = self.kernel.request("kernel_info_request", {})
             if now >= self.deadline:
                 raise _Stopped("timeout", f"the notebook ran past the {_seconds(limits.submission_timeout)} "
                                           f"limit for a whole submission in {self.name(index)}")
@@ -736,17 +747,24 @@ class _Run:
                                           "and ignored the interrupt, so its kernel was stopped")
             limit = min(self.deadline, cell_deadline if interrupted_at is None else interrupted_at + grace)
             for channel, msg in self._poll(min(0.2, max(0.0, limit - now))):
+                if channel == "shell" and sync_id is not None and msg["parent_header"].get("msg_id") == sync_id:
+                    synced = True
+                    continue
                 if msg["parent_header"].get("msg_id") != msg_id:
                     continue
                 if channel == "shell":
                     if msg["msg_type"] == "execute_reply":
-                        reply, replied_at = msg, time.monotonic()
+                        # The last reply is the kernel's; an earlier one may be forged. Any reply
+                        # saying "error" counts (a forged one can only cost the student).
+                        replied_at = replied_at or time.monotonic()
+                        if reply is None or reply["content"].get("status") != "error":
+                            reply = msg
                 elif msg["msg_type"] == "status":
                     if msg["content"].get("execution_state") == "idle":
                         idle = msg
                 elif keep_output:
                     self.handle_output(cell, outputs, msg)
-            if (reply is None or idle is None) and not self.kernel.alive():
+            if not synced and not self.kernel.alive():
                 raise _Stopped("crashed", f"{_describe_exit(self.kernel.exit_code())} in {self.name(index)}")
         failed = reply["content"].get("status") == "error"
         if keep_output:
