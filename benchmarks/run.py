@@ -1,7 +1,7 @@
 """One side of `tito bench`, run in its own process so that neither library's threads disturb the
 other: `python benchmarks/run.py {layers,digits} {ours,torch}` prints one JSON object.
 
-layers: forward+backward milliseconds (median of repeats) of Conv2d, MaxPool2d, AvgPool2d,
+layers: forward+backward milliseconds (fastest of repeats) of Conv2d, MaxPool2d, AvgPool2d,
 BatchNorm2d and SimpleCNN(3, 10, 32) at batch 64, float32; for `ours` also the loop
 implementation and the fast path on small inputs (the loops are too slow for batch 64).
 digits: train SimpleCNN(1, 10, 8) on the scikit-learn digits with the same initial weights,
@@ -27,7 +27,9 @@ LAYERS = [
 SIMPLECNN = ("SimpleCNN(3,10,32)", (BATCH, 3, 32, 32), (2, 3, 16, 16))
 
 
-def median_ms(step, repeats: int, warmup: int = 2, budget_s: float = 20.0) -> float:
+def best_ms(step, repeats: int, warmup: int = 2, budget_s: float = 20.0) -> float:
+    """Fastest of `repeats` runs: on a shared machine other processes only ever add time, so the
+    minimum is the closest to the cost of the code itself (as `timeit` recommends)."""
     for _ in range(warmup):
         step()
     times, started = [], time.perf_counter()
@@ -37,7 +39,7 @@ def median_ms(step, repeats: int, warmup: int = 2, budget_s: float = 20.0) -> fl
         times.append(time.perf_counter() - begin)
         if time.perf_counter() - started > budget_s:
             break
-    return 1000 * float(np.median(times))
+    return 1000 * float(np.min(times))
 
 
 # -- ours ------------------------------------------------------------------------------------------
@@ -81,15 +83,15 @@ def ours_layers() -> dict:
     rows = {}
     for name, spec, shape, small in LAYERS:
         rows[name] = {
-            "fast_ms": median_ms(ours_step(ours_layer(spec, "fast"), shape, False), 30),
-            "loops_small_ms": median_ms(ours_step(ours_layer(spec, "loops"), small, False), 3, warmup=1),
-            "fast_small_ms": median_ms(ours_step(ours_layer(spec, "fast"), small, False), 50),
+            "fast_ms": best_ms(ours_step(ours_layer(spec, "fast"), shape, False), 30),
+            "loops_small_ms": best_ms(ours_step(ours_layer(spec, "loops"), small, False), 3, warmup=1),
+            "fast_small_ms": best_ms(ours_step(ours_layer(spec, "fast"), small, False), 50),
         }
     name, shape, small = SIMPLECNN
     rows[name] = {
-        "fast_ms": median_ms(ours_step(SimpleCNN(3, 10, 32, impl="fast"), shape, True), 30),
-        "loops_small_ms": median_ms(ours_step(SimpleCNN(3, 10, 16, impl="loops"), small, True), 3, warmup=1),
-        "fast_small_ms": median_ms(ours_step(SimpleCNN(3, 10, 16, impl="fast"), small, True), 50),
+        "fast_ms": best_ms(ours_step(SimpleCNN(3, 10, 32, impl="fast"), shape, True), 30),
+        "loops_small_ms": best_ms(ours_step(SimpleCNN(3, 10, 16, impl="loops"), small, True), 3, warmup=1),
+        "fast_small_ms": best_ms(ours_step(SimpleCNN(3, 10, 16, impl="fast"), small, True), 50),
     }
     return rows
 
@@ -145,9 +147,9 @@ def torch_layers() -> dict:
             layer = nn.Conv2d(c_in, c_out, k, padding=p)
         else:
             layer = {"maxpool": nn.MaxPool2d, "avgpool": nn.AvgPool2d, "batchnorm": nn.BatchNorm2d}[kind](*arguments)
-        rows[name] = {"torch_ms": median_ms(step_of(layer, shape, False), 30)}
+        rows[name] = {"torch_ms": best_ms(step_of(layer, shape, False), 30)}
     name, shape, _ = SIMPLECNN
-    rows[name] = {"torch_ms": median_ms(step_of(torch_simplecnn(3, 10, 32), shape, True), 30)}
+    rows[name] = {"torch_ms": best_ms(step_of(torch_simplecnn(3, 10, 32), shape, True), 30)}
     return rows
 
 
@@ -193,11 +195,14 @@ def digits_loops(epochs: int, train_limit: int, seed: int) -> dict:
     from tinytorch.core.training import TrainConfig, build_model, fit, predict
     from tinytorch.data import load_digits
     data = load_digits().subset(train=train_limit)
-    config = TrainConfig(epochs=epochs, batch_size=32, seed=seed)
+    # measured with the fast path (same numbers): 2 epochs of batches of 8 at lr 5e-3 without shifts
+    # reach 95-98 % over six seeds; shifts need more epochs than the loops can afford
+    config = TrainConfig(epochs=epochs, batch_size=8, lr=5e-3, augment=False, seed=seed)
     model = build_model(data.image_shape, 10, impl="loops", seed=seed)
     history = fit(model, data, config, progress=False, evaluate_every_epoch=False)
     accuracy = float((predict(model, data.x_test).argmax(axis=1) == data.y_test).mean())
-    return {"accuracy": accuracy, "seconds": sum(history.seconds), "epochs": epochs, "train_images": len(data.x_train)}
+    return {"accuracy": accuracy, "seconds": sum(history.seconds), "epochs": epochs, "train_images": len(data.x_train),
+            "batch_size": config.batch_size, "lr": config.lr}
 
 
 def main(argv) -> int:

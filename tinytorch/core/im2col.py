@@ -6,12 +6,12 @@
 __all__ = ['batch_last', 'batch_first', 'output_size', 'pad_batch_last', 'window', 'im2col', 'col2im', 'conv2d_fast',
            'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast']
 
-# %% ../../nbs/17_im2col.ipynb #3f534227
+# %% ../../nbs/17_im2col.ipynb #8e0bfe04
 import numpy as np
 
 from .tensor import Tensor
 
-# %% ../../nbs/17_im2col.ipynb #61237279
+# %% ../../nbs/17_im2col.ipynb #b1dbfe4e
 def batch_last(array: np.ndarray) -> np.ndarray:
     "(N, C, H, W) view -> (C, H, W, N) view; no copy."
     return array.transpose(1, 2, 3, 0)
@@ -34,7 +34,7 @@ def _check_input(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple, w
                          f"the kernel {kernel_size[0]}×{kernel_size[1]}; output size would be {sizes}")
     return sizes
 
-# %% ../../nbs/17_im2col.ipynb #b4ce1b82
+# %% ../../nbs/17_im2col.ipynb #a0970738
 def pad_batch_last(x: np.ndarray, padding: tuple, value: float = 0.0) -> np.ndarray:
     "(C, H, W, N) -> (C, H + 2ph, W + 2pw, N), border filled with `value`."
     ph, pw = padding
@@ -71,7 +71,7 @@ def col2im(dcols: np.ndarray, padded_shape: tuple, kh: int, kw: int, out_h: int,
             window(dxp, ki, kj, out_h, out_w, stride)[...] += dcols[:, ki, kj]
     return dxp
 
-# %% ../../nbs/17_im2col.ipynb #aa452df6
+# %% ../../nbs/17_im2col.ipynb #d5f93954
 def conv2d_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) * (O, C, kh, kw) -> (N, O, out_h, out_w), by im2col and one matmul."
     o, c, kh, kw = weight.shape
@@ -103,7 +103,7 @@ def conv2d_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", stride: tuple,
     out = batch_first(out.reshape(o, out_h, out_w, n))                  # (N, O, out_h, out_w)
     return Tensor.from_op(out, parents, backward, "conv2d_fast")
 
-# %% ../../nbs/17_im2col.ipynb #0cb60c59
+# %% ../../nbs/17_im2col.ipynb #29e75133
 def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) -> (N, C, out_h, out_w): max over each window; padding never wins."
     kh, kw = kernel_size
@@ -139,7 +139,7 @@ def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple
 
     return Tensor.from_op(batch_first(best), (x,), backward, "max_pool2d_fast")
 
-# %% ../../nbs/17_im2col.ipynb #2348ec96
+# %% ../../nbs/17_im2col.ipynb #c696e199
 def avg_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) -> (N, C, out_h, out_w): mean over each window, zeros padded count."
     kh, kw = kernel_size
@@ -163,7 +163,7 @@ def avg_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple
 
     return Tensor.from_op(batch_first(total), (x,), backward, "avg_pool2d_fast")
 
-# %% ../../nbs/17_im2col.ipynb #b1b1dc41
+# %% ../../nbs/17_im2col.ipynb #62c45c6c
 def batch_norm2d_fast(x: Tensor, gamma: Tensor, beta: Tensor, running_mean: np.ndarray, running_var: np.ndarray,
                       training: bool, momentum: float, eps: float) -> Tensor:
     "(N, C, H, W) -> (N, C, H, W), normalised per channel; updates the running statistics in training."
