@@ -7,7 +7,7 @@ __all__ = ['build_model', 'random_shifts', 'cosine_lr', 'TrainConfig', 'make_opt
            'History', 'fit', 'plot_history', 'confusion_matrix', 'plot_confusion', 'plot_misclassified', 'save_weights',
            'load_weights']
 
-# %% ../../nbs/milestone_03_cnn.ipynb #66595fd0
+# %% ../../nbs/milestone_03_cnn.ipynb #b8757892
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +17,7 @@ from .layers import Module, cross_entropy
 from .optim import SGD, Adam
 from .tensor import Tensor, manual_seed, no_grad
 
-# %% ../../nbs/milestone_03_cnn.ipynb #9e262ac2
+# %% ../../nbs/milestone_03_cnn.ipynb #8baa3393
 def build_model(image_shape: tuple, num_classes: int, impl: str = "fast", seed: int = 0) -> Module:
     "A freshly initialised SimpleCNN for images of `image_shape` (C, H, W); `seed` fixes the weights."
     from tinytorch.core.spatial import SimpleCNN
@@ -27,7 +27,7 @@ def build_model(image_shape: tuple, num_classes: int, impl: str = "fast", seed: 
     manual_seed(seed)
     return SimpleCNN(in_channels=channels, num_classes=num_classes, image_size=height, impl=impl)
 
-# %% ../../nbs/milestone_03_cnn.ipynb #d0c1bd4d
+# %% ../../nbs/milestone_03_cnn.ipynb #0a6983d4
 def random_shifts(images: np.ndarray, rng: np.random.Generator, max_shift: int = 1) -> np.ndarray:
     "(N, C, H, W) -> (N, C, H, W), each image moved by its own random (dy, dx) in [-max_shift, max_shift]."
     n, _, h, w = images.shape
@@ -44,12 +44,12 @@ def random_shifts(images: np.ndarray, rng: np.random.Generator, max_shift: int =
             shifted[chosen] = padded[chosen, :, s - shift_y:s - shift_y + h, s - shift_x:s - shift_x + w]
     return shifted
 
-# %% ../../nbs/milestone_03_cnn.ipynb #59781e0b
+# %% ../../nbs/milestone_03_cnn.ipynb #b16163e6
 def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
     "Learning rate at `step` of `total_steps`: from `base_lr` down to 0 along half a cosine."
     return base_lr * 0.5 * (1.0 + np.cos(np.pi * step / max(total_steps, 1)))
 
-# %% ../../nbs/milestone_03_cnn.ipynb #b3bdb4a1
+# %% ../../nbs/milestone_03_cnn.ipynb #59552dfa
 @dataclass
 class TrainConfig:
     "Hyper-parameters of one run."
@@ -85,7 +85,7 @@ def epoch_batches(images: np.ndarray, labels: np.ndarray, config: TrainConfig, r
         chosen = order[start:start + config.batch_size]
         yield images[chosen], labels[chosen]
 
-# %% ../../nbs/milestone_03_cnn.ipynb #7cb3fa9f
+# %% ../../nbs/milestone_03_cnn.ipynb #d99f0753
 def predict(model: Module, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     "Logits (N, classes) of `images` (N, C, H, W), in evaluation mode, without a graph."
     was_training = model.training
@@ -104,7 +104,7 @@ def evaluate(model: Module, images: np.ndarray, labels: np.ndarray) -> tuple:
     loss = cross_entropy(Tensor(logits), labels).item()
     return loss, float((logits.argmax(axis=1) == labels).mean())
 
-# %% ../../nbs/milestone_03_cnn.ipynb #94b8e06a
+# %% ../../nbs/milestone_03_cnn.ipynb #af798203
 @dataclass
 class History:
     "Per-epoch measurements of a run."
@@ -156,7 +156,7 @@ def fit(model: Module, data, config: TrainConfig, progress: bool = True, evaluat
                   f"train acc {history.train_accuracy[-1]:.4f}{tested} ({history.seconds[-1]:.2f} s)")
     return history
 
-# %% ../../nbs/milestone_03_cnn.ipynb #00983813
+# %% ../../nbs/milestone_03_cnn.ipynb #13f17bb7
 def plot_history(history: History, title: str = ""):
     "Loss and accuracy per epoch, train and test."
     import matplotlib.pyplot as plt
@@ -212,7 +212,7 @@ def plot_misclassified(images: np.ndarray, labels: np.ndarray, predictions: np.n
     figure.tight_layout()
     return figure
 
-# %% ../../nbs/milestone_03_cnn.ipynb #82760663
+# %% ../../nbs/milestone_03_cnn.ipynb #dfa9f076
 def save_weights(model: Module, path) -> None:
     "Every parameter and buffer of `model` into one `.npz` file, by name."
     with open(path, "wb") as file:   # a file object: np.savez would append ".npz" to a bare name
