@@ -39,7 +39,6 @@ pid 1's child in its own pid namespace, and killing pid 1 kills everything in it
 from __future__ import annotations
 
 import copy
-import errno
 import fcntl
 import json
 import os
@@ -637,9 +636,10 @@ _BACKSPACE = re.compile(r"[^\n]\x08")
 class _Stopped(Exception):
     "The kernel can go no further: it died, ignored an interrupt, or the submission ran out of time."
 
-    def __init__(self, kind: str, words: str):
+    def __init__(self, kind: str, words: str, final: bool = False):
         super().__init__(words)
         self.kind, self.words = kind, words
+        self.final = final   # True: starting another kernel cannot help (no time left, kernel cannot start)
 
 
 class _Run:
@@ -684,11 +684,13 @@ class _Run:
             if not self.kernel.alive():
                 tail = self.kernel.log_tail().splitlines()
                 raise _Stopped("crashed", "the grading kernel did not start (" +
-                               (tail[-1] if tail else _describe_exit(self.kernel.exit_code())) + ")")
+                               (tail[-1] if tail else _describe_exit(self.kernel.exit_code())) + ")", final=True)
             if time.monotonic() >= deadline:
                 if deadline == self.deadline:
-                    raise _Stopped("timeout", "the submission's time ran out while its kernel was starting")
-                raise _Stopped("crashed", f"the grading kernel did not start within {KERNEL_START_TIMEOUT} s")
+                    raise _Stopped("timeout", "the submission's time ran out while its kernel was starting",
+                                   final=True)
+                raise _Stopped("crashed", f"the grading kernel did not start within {KERNEL_START_TIMEOUT} s",
+                               final=True)
 
     def _poll(self, timeout: float):
         "Messages ready within `timeout` seconds, as (channel name, message)."
@@ -736,7 +738,7 @@ class _Run:
                 sync_id = self.kernel.request("kernel_info_request", {})
             if now >= self.deadline:
                 raise _Stopped("timeout", f"the notebook ran past the {_seconds(limits.submission_timeout)} "
-                                          f"limit for a whole submission in {self.name(index)}")
+                                          f"limit for a whole submission in {self.name(index)}", final=True)
             if interrupted_at is None and now >= cell_deadline:
                 self.kernel.interrupt()
                 interrupted_at = now
@@ -957,8 +959,7 @@ def execute_notebook(nb, workdir: Path, limits: KernelLimits) -> "ExecutionResul
                         run.kernel = None
                     position += 1
                     run.not_run.append(index)
-                    out_of_time = time.monotonic() >= run.deadline or "time ran out" in stop.words
-                    if out_of_time or run.restarts >= MAX_RESTARTS or "did not start" in stop.words:
+                    if stop.final or run.restarts >= MAX_RESTARTS or time.monotonic() >= run.deadline:
                         break
                     run.restarts += 1
                     run.events[-1] = (stop.kind, stop.words + "; a new kernel went on with the next cell")
