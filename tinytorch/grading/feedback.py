@@ -92,10 +92,10 @@ def feedback_notebook(executed, submission_text: str, secrets: dict, points: dic
             if reasons:
                 verdict += "\n\n" + "\n".join(f"- {_clean_text(html.escape(r), forbidden).strip()}" for r in reasons)
             cells.append(nbformat.v4.new_markdown_cell(verdict))
-    nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": executed.metadata.get("kernelspec", {})})
-    for index, cell in enumerate(nb.cells):
+    for index, cell in enumerate(cells):
         cell["id"] = f"feedback-{index}"
-    return nb
+    language = {"language_info": {"name": "python"}}
+    return nbformat.from_dict({"nbformat": 4, "nbformat_minor": 5, "metadata": language, "cells": cells})
 
 
 def to_html(nb) -> str:

@@ -198,7 +198,24 @@ def _summarise(messages: dict) -> list:
 
 def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, out: Path,
               sandbox_note: str = "") -> Result:
-    "Grade one submission; writes its autograded notebook and feedback page. Never raises for student faults."
+    """Grade one submission; writes its autograded notebook and feedback page. Never raises for
+    student faults; a leak raises GradingError; a bug of the grader's own costs only this
+    submission (status crashed, the error named in `detail`, so the instructor sees it)."""
+    try:
+        return _grade_one(sub, assignment, reference, limits, out, sandbox_note)
+    except GradingError:
+        raise
+    except Exception as error:  # noqa: BLE001 - one submission must never stop the class
+        import traceback
+        traceback.print_exc()
+        return Result(student=sub.student, status="crashed", score=0.0, max_score=assignment.max_score,
+                      detail=f"internal grading error, tell the instructor: {type(error).__name__}: {short(str(error))}",
+                      cells={gid: 0.0 for gid, _ in assignment.graded}, submission_hash="",
+                      source_hash=assignment.source_hash)
+
+
+def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, out: Path,
+               sandbox_note: str = "") -> Result:
     zero = {gid: 0.0 for gid, _ in assignment.graded}
     base = dict(student=sub.student, max_score=assignment.max_score, source_hash=assignment.source_hash)
     notes = [sandbox_note] if sandbox_note else []

@@ -1,0 +1,174 @@
+"""The grader's notebook surgery, scoring and feedback sanitising, on small notebooks (no kernels)."""
+import copy
+import json
+
+import nbformat
+import numpy as np
+import pytest
+
+from tinytorch.grading.feedback import feedback_notebook, find_leaks, to_html
+from tinytorch.grading.grade import discover
+from tinytorch.grading.notebooks import (InvalidNotebook, grade_id, read_submission, restore_cells,
+                                         secret_lines)
+from tinytorch.grading.record import encode_record
+from tinytorch.grading.scoring import score_cells
+
+
+def meta(**fields):
+    base = {"schema_version": 3, "grade": False, "locked": False, "solution": False, "task": False}
+    base.update(fields)
+    return {"nbgrader": base}
+
+
+def source_notebook():
+    cells = [
+        nbformat.v4.new_code_cell("import numpy as np", metadata=meta(grade_id="imports", locked=True)),
+        nbformat.v4.new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return np.asarray(x) * 2.0  # doubling secret\n"
+                                  "    ### END SOLUTION", metadata=meta(grade_id="double_impl", solution=True)),
+        nbformat.v4.new_code_cell("assert double(1) == 2\n### BEGIN HIDDEN TESTS\n"
+                                  "record('double_test:vec', double(np.arange(3.0)), 'double every element')\n"
+                                  "### END HIDDEN TESTS",
+                                  metadata=meta(grade_id="double_test", grade=True, locked=True, points=2)),
+        nbformat.v4.new_markdown_cell("Notes\n=== BEGIN MARK SCHEME ===\ngive marks for the idea of doubling\n"
+                                      "=== END MARK SCHEME ===", metadata=meta(grade_id="essay", solution=True)),
+    ]
+    return nbformat.v4.new_notebook(cells=cells)
+
+
+def student_version(source):
+    nb = copy.deepcopy(source)
+    nb.cells[1].source = "def double(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"
+    nb.cells[2].source = "assert double(1) == 2"
+    nb.cells[3].source = "Notes"
+    return nb
+
+
+def as_bytes(nb) -> bytes:
+    return nbformat.writes(nb).encode("utf-8")
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"{not json", "not JSON"),
+    (b"\xff\xfe", "not UTF-8"),
+    (b"[1, 2]", "not a notebook"),
+    (json.dumps({"cells": [], "nbformat": 3}).encode(), "format 4"),
+    (json.dumps({"cells": [{"cell_type": "weird", "source": ""}], "nbformat": 4, "metadata": {}}).encode(),
+     "unknown cell type"),
+])
+def test_unreadable_submissions_say_why(data, reason):
+    with pytest.raises(InvalidNotebook, match=reason):
+        read_submission(data)
+
+
+def test_restore_puts_back_edited_and_deleted_tests_and_keeps_answers():
+    source = source_notebook()
+    release = student_version(source)
+    submission = copy.deepcopy(release)
+    submission.cells[1].source = "def double(x):\n    return x + x"
+    submission.cells[0].source = "import numpy as np\nnp.allclose = lambda *a, **k: True"   # a locked cell, edited
+    del submission.cells[2]                                                                  # the test, deleted
+    restored, flags = restore_cells(read_submission(as_bytes(submission)), source, release)
+    assert [grade_id(c) for c in restored.cells] == ["imports", "double_impl", "double_test", "essay"]
+    assert restored.cells[0].source == "import numpy as np"
+    assert restored.cells[1].source == "def double(x):\n    return x + x"
+    assert "BEGIN HIDDEN TESTS" in restored.cells[2].source
+    assert flags == ["edited test cells restored: imports", "deleted test cells restored: double_test"]
+
+
+def test_duplicated_and_foreign_grade_ids_lose_their_role_and_are_flagged():
+    source = source_notebook()
+    submission = student_version(source)
+    twin = copy.deepcopy(submission.cells[2])
+    twin.source = "print('my copy')"
+    foreign = nbformat.v4.new_code_cell("print(1)", metadata=meta(grade_id="bonus", grade=True, points=50))
+    submission.cells[3:3] = [twin, foreign]
+    restored, flags = restore_cells(read_submission(as_bytes(submission)), source, student_version(source))
+    assert [grade_id(c) for c in restored.cells] == ["imports", "double_impl", "double_test", None, None, "essay"]
+    assert flags == ["duplicated grade ids ignored: double_test", "unknown grade ids ignored: bonus"]
+    assert len({c.id for c in restored.cells}) == len(restored.cells)
+
+
+def test_secret_lines_are_the_solution_hidden_and_mark_scheme_lines_only():
+    secrets = secret_lines(source_notebook())
+    assert secrets == {"solution": {"return np.asarray(x) * 2.0  # doubling secret"},
+                       "hidden": {"record('double_test:vec', double(np.arange(3.0)), 'double every element')"},
+                       "mark scheme": {"give marks for the idea of doubling"}}
+
+
+def executed_test_cell(printed: str, error=None):
+    cell = nbformat.v4.new_code_cell("", metadata=meta(grade_id="double_test", grade=True, locked=True, points=2))
+    cell.execution_count = 3
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=printed)]
+    if error:
+        cell.outputs.append(nbformat.v4.new_output("error", ename=error, evalue="boom", traceback=[]))
+    return nbformat.v4.new_notebook(cells=[cell])
+
+
+REFERENCE = {"double_test": {"double_test:vec": (np.array([0.0, 2.0, 4.0]), "double every element")}}
+
+
+@pytest.mark.parametrize("printed, error, points, reasons", [
+    (encode_record("double_test:vec", [0.0, 2.0, 4.0], "student's words") + "\n", None, 2.0, None),
+    (encode_record("double_test:vec", [0.0, 2.0 + 1e-9, 4.0], "") + "\n", None, 2.0, None),
+    (encode_record("double_test:vec", [0.0, 2.0, 4.1], "") + "\n", None, 0.0, ["double every element"]),
+    (encode_record("double_test:vec", [0.0, 2.0], "") + "\n", None, 0.0, ["double every element"]),
+    ("all good!\n", None, 0.0, ["double every element (no result was recorded)"]),
+    (encode_record("double_test:vec", [0.0, 2.0, 4.0], "") + "\n", "AssertionError", 0.0, ["AssertionError: boom"]),
+])
+def test_a_cell_scores_only_with_no_error_and_every_reference_record_matching(printed, error, points, reasons):
+    got, messages = score_cells(executed_test_cell(printed, error), [("double_test", 2.0)], REFERENCE)
+    assert got == {"double_test": points}
+    assert messages.get("double_test") == reasons
+
+
+def test_stderr_is_not_an_error():
+    nb = executed_test_cell(encode_record("double_test:vec", [0.0, 2.0, 4.0], "") + "\n")
+    nb.cells[0].outputs.append(nbformat.v4.new_output("stream", name="stderr", text="DeprecationWarning: honest\n"))
+    assert score_cells(nb, [("double_test", 2.0)], REFERENCE)[0] == {"double_test": 2.0}
+
+
+def test_feedback_drops_hidden_code_records_tracebacks_and_smuggled_lines_but_keeps_the_students_own_text():
+    source = source_notebook()
+    executed, _ = restore_cells(read_submission(as_bytes(student_version(source))), source)
+    hidden_line = "record('double_test:vec', double(np.arange(3.0)), 'double every element')"
+    own = "def double(x):\n    # my notes: BEGIN SOLUTION goes here\n    return np.asarray(x) * 2.0  # doubling secret"
+    executed.cells[1].source = own
+    executed.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"stolen: {hidden_line}\nhello\n")]
+    executed.cells[2].outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text=encode_record("double_test:vec", [1.0], "x") + "\n"),
+        nbformat.v4.new_output("error", ename="AssertionError", evalue="double every element",
+                               traceback=[f"----> 3 {hidden_line}"])]
+    page = to_html(feedback_notebook(executed, own, secret_lines(source), {"double_test": 0.0},
+                                     {"double_test": ["double every element"]}, [("double_test", 2.0)], "# Feedback"))
+    assert find_leaks(page, secret_lines(source), own) == []
+    assert "hello" in page and "double every element" in page and "0 / 2 points" in page
+    assert "doubling secret" in page          # the student's own line is theirs to see
+    assert "BEGIN SOLUTION" not in page       # their marker words are defused, not a leak
+    assert "give marks for the idea" not in page and "tinytorch-record" not in page
+
+
+def test_find_leaks_sees_a_hidden_line_that_is_not_the_students():
+    secrets = secret_lines(source_notebook())
+    line = "record('double_test:vec', double(np.arange(3.0)), 'double every element')"
+    page = f"<pre><span>{line[:20]}</span>{line[20:]}</pre>"
+    assert find_leaks(page, secrets, "") == [f"hidden line '{line[:60]}'"]
+    assert find_leaks("<p>BEGIN HIDDEN TESTS</p>", secrets, "")[0] == "marker 'BEGIN HIDDEN TESTS'"
+
+
+def test_discover_reads_both_layouts_and_names_odd_files(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "ann.ipynb").write_text("{}")
+    (flat / "notes.txt").write_text("not a submission")
+    assert [(s.student, s.path.name) for s in discover(flat, "09_spatial", "09_spatial.ipynb")] == [("ann", "ann.ipynb")]
+    course = tmp_path / "course"
+    for student, name in (("bob", "09_spatial.ipynb"), ("cy", "Final.ipynb")):
+        (course / "submitted" / student / "09_spatial").mkdir(parents=True)
+        (course / "submitted" / student / "09_spatial" / name).write_text("{}")
+    (course / "submitted" / "dee" / "09_spatial").mkdir(parents=True)
+    (course / "submitted" / "eve").mkdir(parents=True)
+    found = {s.student: (s.path.name if s.path else None, s.problem) for s in discover(course, "09_spatial", "09_spatial.ipynb")}
+    assert found == {"bob": ("09_spatial.ipynb", ""),
+                     "cy": ("Final.ipynb", "graded Final.ipynb: expected the file name 09_spatial.ipynb"),
+                     "dee": (None, "no 09_spatial.ipynb in dee/09_spatial/"),
+                     "eve": (None, "no 09_spatial/ folder in eve/")}

@@ -1,0 +1,74 @@
+"""`tito demo` (what `make demo` runs): the instructor's whole loop on the bundled samples.
+
+Export and release the module if they are missing, copy a representative set of the sample
+submissions of tests/submissions/ into a demo course folder (demo/, gitignored) in nbgrader's
+layout, grade them there, print the grade table and say where the feedback pages are."""
+import shutil
+import sys
+from pathlib import Path
+
+from tinytorch.settings import load_settings
+
+# reference, differently written correct answers, each common bug, the untouched release, bad JSON
+DEMO_PREFIXES = ("reference", "correct_", "bug_", "untouched_release", "invalid_json")
+
+
+def demo_students(samples: Path) -> list:
+    return sorted(p.name for p in samples.iterdir() if p.is_dir() and p.name.startswith(DEMO_PREFIXES))
+
+
+def ensure_released(root: Path, settings) -> None:
+    from tinytorch.commands.course import export_sources, nbdev_export
+    from tinytorch.grading.release import release
+    module = settings.modules[0]
+    notebook = settings.notebook(module)
+    if not (root / "source" / module / notebook).exists():
+        print("demo: exporting nbs/ -> tinytorch/, source/")
+        nbdev_export(root)
+        export_sources(root)
+    if not (root / "release" / module / notebook).exists():
+        print("demo: releasing the student version -> release/")
+        release(root)
+
+
+def run_demo(root: Path, out: Path | None = None, jobs: int | None = None, no_sandbox: bool = False) -> int:
+    from tinytorch.grading.grade import GradingError, grade_batch, limits_for, print_table
+    from tinytorch.grading.executor import sandbox_available
+    root = Path(root).resolve()
+    settings = load_settings(root)
+    module = settings.modules[0]
+    samples = root / "tests" / "submissions" / "submitted"
+    if not samples.is_dir():
+        print(f"demo: {samples} not found (regenerate with tests/submissions/make_samples.py)", file=sys.stderr)
+        return 1
+    sandbox = settings.sandbox and not no_sandbox
+    if sandbox:
+        available, why = sandbox_available()
+        if not available:
+            print(f"demo: the grading sandbox cannot run here ({why}).\n"
+                  f"      Run scripts/setup.sh, or `tito demo --no-sandbox` to grade without it.", file=sys.stderr)
+            return 1
+    ensure_released(root, settings)
+    out = Path(out or root / "demo").resolve()
+    submitted = out / "submitted"
+    if submitted.exists():
+        shutil.rmtree(submitted)
+    for student in demo_students(samples):
+        shutil.copytree(samples / student, submitted / student)
+    print(f"demo: grading {len(demo_students(samples))} sample submissions in {out} "
+          f"({'sandboxed' if sandbox else 'SANDBOX OFF'})")
+    limits = limits_for(settings, sandbox=sandbox)
+    try:
+        report = grade_batch(submitted, root, out, settings, limits, jobs=jobs or settings.parallel_jobs,
+                             progress=True, module=module)
+    except GradingError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 1
+    print()
+    print_table(report)
+    print()
+    print(f"grades:    {report.csv_path}")
+    print(f"feedback:  {report.feedback_dir}/<student>/{module}.html  "
+          f"(e.g. {report.feedback_dir / 'bug_max_init_zero' / (module + '.html')})")
+    print(f"gradebook: {out / 'gradebook.db'} (plain nbgrader works there: cd {out} && nbgrader list)")
+    return 0
