@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Set up everything the project needs on a fresh machine: the system packages the grading
-# sandbox needs (where we may install them), then .venv with the project and its extras.
+# sandbox and the browser test need (where we may install them), then .venv with the project and its extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="bubblewrap util-linux"
+# bubblewrap, util-linux: the grading sandbox; chromium: the JupyterLab browser test (Playwright drives
+# this Chromium: never `playwright install`, which downloads its own browser).
+APT_PACKAGES="bubblewrap util-linux chromium chromium-driver"
 missing=""
 for pkg in $APT_PACKAGES; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
