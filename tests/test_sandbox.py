@@ -102,6 +102,19 @@ CASES = {
         "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()",
         "from sklearn.datasets import load_digits\nprint(load_digits().images.shape)",
         "import sys\nfor i in range(3):\n    print(f'\\rstep {i}', end='')\nprint()"]),
+    "confinement": (FAST, [
+        "import os, resource\n"
+        "print('as', resource.getrlimit(resource.RLIMIT_AS)[0] // 2**20)\n"
+        "print('nproc', resource.getrlimit(resource.RLIMIT_NPROC)[0])\n"
+        "print('core', resource.getrlimit(resource.RLIMIT_CORE)[0])\n"
+        "print('uid', os.getuid(), os.getgid(), os.getgroups())\n"
+        "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
+        "print('caps', status['CapEff'].strip(), status['CapBnd'].strip(), 'nnp', status['NoNewPrivs'].strip())\n"
+        "print('pid', os.getpid(), 'processes', sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
+        "print('threads', os.environ['OMP_NUM_THREADS'], os.environ['OPENBLAS_NUM_THREADS'], os.environ['MKL_NUM_THREADS'])\n"
+        "print('parent pid set', 'JPY_PARENT_PID' in os.environ)\n"
+        "print('home', os.environ['HOME'], os.environ['IPYTHONDIR'], os.environ['TMPDIR'])\n"
+        "print('cwd', os.getcwd())"]),
     "infinite_loop": (FAST, [
         "base = 41",
         "while True:\n    pass",
@@ -319,6 +332,42 @@ def test_course_libraries_work_without_warnings(batch):
     assert any("image/png" in out.get("data", {}) for out in c[0].outputs)
     assert text_of(c[1]).strip() == "(1797, 8, 8)"
     assert text_of(c[2]) == "step 2\n"
+
+
+def test_kernel_runs_unprivileged_with_limits(batch):
+    result, workdir = batch["confinement"]
+    lines = dict(line.split(" ", 1) for line in text_of(cells(batch, "confinement")[0]).strip().splitlines())
+    assert lines["as"] == str(FAST.memory_mb)
+    assert lines["nproc"] == str(FAST.max_processes)
+    assert lines["core"] == "0"
+    uid, gid, groups = lines["uid"].split(" ", 2)
+    assert int(uid) != 0 and int(uid) == int(gid) and groups == "[]"
+    assert lines["caps"] == "0000000000000000 0000000000000000 nnp 1"
+    assert lines["pid"].startswith("2 processes [1, 2")       # its own pid namespace
+    assert lines["threads"] == "1 1 1"
+    assert lines["parent"] == "pid set False"
+    home, ipython_dir, tmp = lines["home"].split()
+    assert home != str(Path.home()) and ipython_dir.startswith(str(Path(home).parent)) and tmp == "/tmp"
+    assert lines["cwd"] == str(workdir.resolve())
+
+
+def test_parallel_processes_get_separate_kernels_and_uids(tmp_path):
+    require_sandbox()
+    import subprocess
+    script = ("import sys, pathlib, nbformat\n"
+              "from nbformat.v4 import new_notebook, new_code_cell\n"
+              "from tinytorch.grading.sandbox import execute_notebook, KernelLimits\n"
+              "nb = new_notebook(cells=[new_code_cell('import os, time\\ntime.sleep(1.5)\\nprint(os.getuid())')])\n"
+              "r = execute_notebook(nb, pathlib.Path(sys.argv[1]), KernelLimits(cell_timeout=20))\n"
+              "print(r.status, r.notebook.cells[0].outputs[0]['text'].strip())\n")
+    workers = []
+    for n in range(2):
+        (tmp_path / str(n)).mkdir()
+        workers.append(subprocess.Popen([sys.executable, "-c", script, str(tmp_path / str(n))],
+                                        stdout=subprocess.PIPE, text=True))
+    answers = [worker.communicate(timeout=120)[0].split() for worker in workers]
+    assert [status for status, _ in answers] == ["ok", "ok"], answers
+    assert answers[0][1] != answers[1][1]     # one uid each: a fork bomb in one cannot starve the other
 
 
 def test_infinite_loop_is_interrupted_and_the_rest_runs(batch):
