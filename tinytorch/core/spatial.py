@@ -8,14 +8,14 @@ __all__ = ['IMPLEMENTATIONS', 'pair', 'output_size', 'pad_input', 'check_input',
            'avg_pool2d_backward', 'MaxPool2d', 'AvgPool2d', 'batch_norm2d_loops', 'batch_norm2d_backward',
            'BatchNorm2d', 'SimpleCNN']
 
-# %% ../../nbs/09_spatial.ipynb #26ec7a63
+# %% ../../nbs/09_spatial.ipynb #1ee83977
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .tensor import Tensor, as_float_array, get_rng
 from .layers import Linear, Module, Parameter
 
-# %% ../../nbs/09_spatial.ipynb #c3ce964a
+# %% ../../nbs/09_spatial.ipynb #6fd77b5d
 def pair(value, name: str = "size", minimum: int = 1) -> tuple:
     "An int or a pair of ints as a pair `(height, width)`, each at least `minimum`."
     values = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
@@ -57,7 +57,7 @@ def pool_geometry(kernel_size, stride=None, padding=0, layer: str = "pool") -> t
         raise ValueError(f"{layer} padding {padding} must be at most half the kernel size {kernel}")
     return kernel, stride, padding
 
-# %% ../../nbs/09_spatial.ipynb #be49e36b
+# %% ../../nbs/09_spatial.ipynb #7627ba82
 def conv2d_loops(x, weight, bias=None, stride=1, padding=0) -> np.ndarray:
     "Cross-correlate x (N, C_in, H, W) with weight (C_out, C_in, kh, kw), plus bias (C_out,): -> (N, C_out, H_out, W_out)."
     x = check_input(x, layer="conv2d")
@@ -77,6 +77,8 @@ def conv2d_loops(x, weight, bias=None, stride=1, padding=0) -> np.ndarray:
     out_width = output_size(width, kernel_w, stride_w, pad_w)
     x_padded = pad_input(x, (pad_h, pad_w))                                   # (N, C_in, H + 2*pad_h, W + 2*pad_w)
     out = np.zeros((batch, out_channels, out_height, out_width), dtype=x.dtype)  # (N, C_out, H_out, W_out)
+    # Fill out[b, out_ch, out_h, out_w]: the sum over in_ch, k_h, k_w of (window value * kernel weight),
+    # the window starting at row out_h * stride_h, column out_w * stride_w of x_padded; then bias[out_ch], once.
     ### BEGIN SOLUTION
     for b in range(batch):
         for out_ch in range(out_channels):
@@ -94,7 +96,7 @@ def conv2d_loops(x, weight, bias=None, stride=1, padding=0) -> np.ndarray:
     ### END SOLUTION
     return out
 
-# %% ../../nbs/09_spatial.ipynb #a60fa575
+# %% ../../nbs/09_spatial.ipynb #d2a3b4f1
 def _window_slices(k_h: int, k_w: int, stride: tuple, out_shape: tuple) -> tuple:
     "The rows and columns of the padded input that kernel offset (k_h, k_w) touches, one per output position."
     (stride_h, stride_w), (out_height, out_width) = stride, out_shape
@@ -120,7 +122,7 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
             grad_x_padded[:, :, rows, cols] += np.einsum("nohw,oc->nchw", grad_out, weight[:, :, k_h, k_w])
     return _unpad(grad_x_padded, padding), grad_weight, grad_out.sum(axis=(0, 2, 3))
 
-# %% ../../nbs/09_spatial.ipynb #5dd3db18
+# %% ../../nbs/09_spatial.ipynb #1916ec6c
 IMPLEMENTATIONS = ("loops", "fast")
 
 def check_impl(impl: str) -> str:
@@ -177,7 +179,7 @@ class Conv2d(Module):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, impl={self.impl!r})")
 
-# %% ../../nbs/09_spatial.ipynb #2a9a37a4
+# %% ../../nbs/09_spatial.ipynb #92331fa7
 def max_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
     "Largest value of each window, channel by channel: (N, C, H, W) -> (N, C, H_out, W_out)."
     x = check_input(x, layer="max_pool2d")
@@ -187,6 +189,7 @@ def max_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
     out_width = output_size(width, kernel_w, stride_w, padding[1])
     x_padded = pad_input(x, padding, value=-np.inf)                            # (N, C, H + 2*pad_h, W + 2*pad_w)
     out = np.zeros((batch, channels, out_height, out_width), dtype=x.dtype)   # (N, C, H_out, W_out)
+    # Fill out[b, ch, out_h, out_w] with the largest value of its window in x_padded (one channel at a time).
     ### BEGIN SOLUTION
     for b in range(batch):
         for ch in range(channels):
@@ -200,7 +203,7 @@ def max_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
     ### END SOLUTION
     return out
 
-# %% ../../nbs/09_spatial.ipynb #a1b0c1d3
+# %% ../../nbs/09_spatial.ipynb #b34211c0
 def avg_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
     "Mean of each window, channel by channel, zeros padded: (N, C, H, W) -> (N, C, H_out, W_out)."
     x = check_input(x, layer="avg_pool2d")
@@ -210,6 +213,7 @@ def avg_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
     out_width = output_size(width, kernel_w, stride_w, padding[1])
     x_padded = pad_input(x, padding)                                          # (N, C, H + 2*pad_h, W + 2*pad_w)
     out = np.zeros((batch, channels, out_height, out_width), dtype=x.dtype)   # (N, C, H_out, W_out)
+    # Fill out[b, ch, out_h, out_w] with the mean of its window in x_padded (one channel at a time).
     ### BEGIN SOLUTION
     for b in range(batch):
         for ch in range(channels):
@@ -223,7 +227,7 @@ def avg_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
     ### END SOLUTION
     return out
 
-# %% ../../nbs/09_spatial.ipynb #5c9152ce
+# %% ../../nbs/09_spatial.ipynb #b8f9a42c
 def max_pool2d_backward(grad_out: np.ndarray, x: np.ndarray, kernel_size, stride=None, padding=0) -> np.ndarray:
     "Gradient for x (N, C, H, W) from grad_out (N, C, H_out, W_out): each window's to its first maximum."
     (kernel_h, kernel_w), (stride_h, stride_w), padding = pool_geometry(kernel_size, stride, padding)
@@ -248,7 +252,7 @@ def avg_pool2d_backward(grad_out: np.ndarray, x: np.ndarray, kernel_size, stride
             grad_x_padded[:, :, rows, cols] += share
     return _unpad(grad_x_padded, padding)
 
-# %% ../../nbs/09_spatial.ipynb #a50d4f81
+# %% ../../nbs/09_spatial.ipynb #441c478e
 class _Pool2d(Module):
     "What MaxPool2d and AvgPool2d share: geometry, input checks, the graph; subclasses say which loops."
     _name, _fast_name = "pool", ""
@@ -290,7 +294,7 @@ class AvgPool2d(_Pool2d):
     def _gradient(self, grad_out, data):
         return avg_pool2d_backward(grad_out, data, self.kernel_size, self.stride, self.padding)
 
-# %% ../../nbs/09_spatial.ipynb #2547b4f2
+# %% ../../nbs/09_spatial.ipynb #47d5403f
 def batch_norm2d_loops(x, gamma, beta, running_mean: np.ndarray, running_var: np.ndarray,
                        training: bool, momentum: float = 0.1, eps: float = 1e-5) -> np.ndarray:
     "Normalise each channel of x (N, C, H, W), then scale by gamma (C,) and shift by beta (C,); updates the running buffers in training."
@@ -304,6 +308,8 @@ def batch_norm2d_loops(x, gamma, beta, running_mean: np.ndarray, running_var: np
     if training and count == 1:
         raise ValueError(f"batch_norm2d expected more than 1 value per channel when training, got input shape {x.shape}")
     out = np.empty_like(x)                                                    # (N, C, H, W)
+    # Pick the statistics (the batch's in training, updating the running buffers in place; the running ones
+    # in evaluation), then fill out with gamma * normalised x + beta, channel by channel. Do not modify x.
     ### BEGIN SOLUTION
     if training:
         mean = x.mean(axis=(0, 2, 3))                                         # (C,)
@@ -317,7 +323,7 @@ def batch_norm2d_loops(x, gamma, beta, running_mean: np.ndarray, running_var: np
     ### END SOLUTION
     return out
 
-# %% ../../nbs/09_spatial.ipynb #b469ba13
+# %% ../../nbs/09_spatial.ipynb #b5b08628
 def batch_norm2d_backward(grad_out: np.ndarray, x: np.ndarray, gamma: np.ndarray, eps: float,
                           mean: np.ndarray | None = None, var: np.ndarray | None = None) -> tuple:
     """Gradients (x (N, C, H, W), gamma (C,), beta (C,)) from grad_out (N, C, H, W).
@@ -338,7 +344,7 @@ def batch_norm2d_backward(grad_out: np.ndarray, x: np.ndarray, gamma: np.ndarray
                       - x_hat * (grad_x_hat * x_hat).mean(axis=axes, keepdims=True))
     return grad_x_hat * inv_std.reshape(shape), grad_gamma, grad_beta
 
-# %% ../../nbs/09_spatial.ipynb #331b7b35
+# %% ../../nbs/09_spatial.ipynb #bbeccecb
 class BatchNorm2d(Module):
     "Per-channel normalisation over (N, H, W) with learnable gamma/beta and running statistics."
     _buffers = ("running_mean", "running_var")
@@ -380,7 +386,7 @@ class BatchNorm2d(Module):
     def __repr__(self) -> str:
         return f"BatchNorm2d({self.num_features}, eps={self.eps}, momentum={self.momentum}, impl={self.impl!r})"
 
-# %% ../../nbs/09_spatial.ipynb #35c9d276
+# %% ../../nbs/09_spatial.ipynb #c4dd32cb
 class SimpleCNN(Module):
     "conv(in->16, 3x3, p1)-ReLU-maxpool2 -> conv(16->32, 3x3, p1)-ReLU-maxpool2 -> flatten -> linear(classes)."
     def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, impl: str = "loops"):
