@@ -6,6 +6,7 @@ the honest cell after the fault still ran where the executor promises it.
 """
 import os
 import socket
+import subprocess
 import sys
 import threading
 import uuid
@@ -287,6 +288,18 @@ def batch(tmp_path_factory):
 
     watcher = threading.Thread(target=accept, daemon=True)
     watcher.start()
+    # Two grader processes at the same time as the threads below.
+    script = ("import sys, pathlib\n"
+              "from nbformat.v4 import new_notebook, new_code_cell\n"
+              "from tinytorch.grading.sandbox import execute_notebook, KernelLimits\n"
+              "nb = new_notebook(cells=[new_code_cell('import os, time\\ntime.sleep(1.5)\\nprint(os.getuid())')])\n"
+              "r = execute_notebook(nb, pathlib.Path(sys.argv[1]), KernelLimits(cell_timeout=20))\n"
+              "print(r.status, r.notebook.cells[0].outputs[0]['text'].strip())\n")
+    processes = []
+    for n in range(2):
+        (base / f"process{n}").mkdir()
+        processes.append(subprocess.Popen([sys.executable, "-c", script, str(base / f"process{n}")],
+                                          stdout=subprocess.PIPE, text=True))
     ordered = [name for name in CASES if name != "after_planted_startup"]
     results = {}
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -299,6 +312,7 @@ def batch(tmp_path_factory):
     stop.set()
     watcher.join()
     results["_accepted"] = accepted
+    results["_processes"] = [process.communicate(timeout=300)[0].split() for process in processes]
     return results
 
 
@@ -351,21 +365,8 @@ def test_kernel_runs_unprivileged_with_limits(batch):
     assert lines["cwd"] == str(workdir.resolve())
 
 
-def test_parallel_processes_get_separate_kernels_and_uids(tmp_path):
-    require_sandbox()
-    import subprocess
-    script = ("import sys, pathlib, nbformat\n"
-              "from nbformat.v4 import new_notebook, new_code_cell\n"
-              "from tinytorch.grading.sandbox import execute_notebook, KernelLimits\n"
-              "nb = new_notebook(cells=[new_code_cell('import os, time\\ntime.sleep(1.5)\\nprint(os.getuid())')])\n"
-              "r = execute_notebook(nb, pathlib.Path(sys.argv[1]), KernelLimits(cell_timeout=20))\n"
-              "print(r.status, r.notebook.cells[0].outputs[0]['text'].strip())\n")
-    workers = []
-    for n in range(2):
-        (tmp_path / str(n)).mkdir()
-        workers.append(subprocess.Popen([sys.executable, "-c", script, str(tmp_path / str(n))],
-                                        stdout=subprocess.PIPE, text=True))
-    answers = [worker.communicate(timeout=120)[0].split() for worker in workers]
+def test_parallel_processes_get_separate_kernels_and_uids(batch):
+    answers = batch["_processes"]
     assert [status for status, _ in answers] == ["ok", "ok"], answers
     assert answers[0][1] != answers[1][1]     # one uid each: a fork bomb in one cannot starve the other
 
