@@ -19,8 +19,17 @@ bwrap runs first because the Python installation may live under a home folder th
 unprivileged uid cannot enter (here /root/.pyenv); bwrap mounts it before the uid is dropped.
 Every kernel that runs at the same time gets its own uid from a small pool, because the process
 cap (RLIMIT_NPROC) counts all processes of a uid: a fork bomb in one kernel must not starve
-another. Dropping the uid needs root; run by another user, the kernel keeps that user's uid and
-the process cap then counts all of that user's processes (documented weakness).
+another. Dropping the uid needs root; run by another user (untested here), the kernel keeps that
+user's uid inside a user namespace and its process cap is that user's current task count plus
+`max_processes`, a headroom that parallel kernels share.
+
+Output: the kernel stops forwarding printed text a little past `max_output_bytes` (a courtesy
+that makes a flood cheap), and the grader keeps at most `max_output_bytes` and refuses any single
+message above a few times that (the guarantee). Error outputs are always kept, tracebacks cut.
+Kernel messages are signed with a key the kernel knows, so student code can publish messages:
+requests carry random ids, and a cell ends only when a later request is answered, so a cell can
+neither end itself early nor publish into a cell that has not started. It can still print
+anything into its own cell (the grader compares recorded values, never trusts printed verdicts).
 
 The kernel never imports the instructor's checkout: the virtual environment has `tinytorch`
 installed editable from the course folder, whose `core/spatial.py` and `core/im2col.py` hold the
@@ -301,6 +310,20 @@ def _children(pid: int) -> list:
     return found
 
 
+def _tasks_of_uid(uid: int) -> int:
+    "Threads of all processes whose real uid is `uid` (what RLIMIT_NPROC counts)."
+    total = 0
+    for pid in _all_pids():
+        try:
+            with open(f"/proc/{pid}/status") as handle:
+                fields = dict(line.split(":", 1) for line in handle if ":" in line)
+            if int(fields["Uid"].split()[0]) == uid:
+                total += int(fields["Threads"])
+        except (OSError, KeyError, ValueError):
+            pass
+    return total
+
+
 def _namespace_members(namespace: str) -> list:
     return [pid for pid in _all_pids() if (_proc_stat(pid) or (None, None))[1] == namespace]
 
@@ -434,7 +457,12 @@ class _Kernel:
                       f"--fsize={MAX_FILE_BYTES}", "--core=0"]
         if not limits.sandbox:
             return ([prlimit, *limit_args, "--"] if prlimit else []) + python
-        limit_args.append(f"--nproc={int(limits.max_processes)}")
+        processes = int(limits.max_processes)
+        if self.uid is None:
+            # Not root, so no uid of its own: RLIMIT_NPROC counts every task of the grader's user,
+            # so allow those that exist now on top (weaker: parallel kernels share the headroom).
+            processes += _tasks_of_uid(os.getuid())
+        limit_args.append(f"--nproc={processes}")
         argv = [shutil.which("bwrap"), "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                 "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv"]
         for key, value in self._env(True).items():
