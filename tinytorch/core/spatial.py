@@ -8,14 +8,14 @@ __all__ = ['IMPLEMENTATIONS', 'pair', 'output_size', 'pad_input', 'check_input',
            'avg_pool2d_backward', 'MaxPool2d', 'AvgPool2d', 'batch_norm2d_loops', 'batch_norm2d_backward',
            'BatchNorm2d', 'SimpleCNN']
 
-# %% ../../nbs/09_spatial.ipynb #1ee83977
+# %% ../../nbs/09_spatial.ipynb #899e46dd
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .tensor import Tensor, as_float_array, get_rng
 from .layers import Linear, Module, Parameter
 
-# %% ../../nbs/09_spatial.ipynb #6fd77b5d
+# %% ../../nbs/09_spatial.ipynb #d0f30f74
 def pair(value, name: str = "size", minimum: int = 1) -> tuple:
     "An int or a pair of ints as a pair `(height, width)`, each at least `minimum`."
     values = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
@@ -57,7 +57,7 @@ def pool_geometry(kernel_size, stride=None, padding=0, layer: str = "pool") -> t
         raise ValueError(f"{layer} padding {padding} must be at most half the kernel size {kernel}")
     return kernel, stride, padding
 
-# %% ../../nbs/09_spatial.ipynb #7627ba82
+# %% ../../nbs/09_spatial.ipynb #a88c7fbd
 def conv2d_loops(x, weight, bias=None, stride=1, padding=0) -> np.ndarray:
     "Cross-correlate x (N, C_in, H, W) with weight (C_out, C_in, kh, kw), plus bias (C_out,): -> (N, C_out, H_out, W_out)."
     x = check_input(x, layer="conv2d")
@@ -96,7 +96,7 @@ def conv2d_loops(x, weight, bias=None, stride=1, padding=0) -> np.ndarray:
     ### END SOLUTION
     return out
 
-# %% ../../nbs/09_spatial.ipynb #d2a3b4f1
+# %% ../../nbs/09_spatial.ipynb #3d91189a
 def _window_slices(k_h: int, k_w: int, stride: tuple, out_shape: tuple) -> tuple:
     "The rows and columns of the padded input that kernel offset (k_h, k_w) touches, one per output position."
     (stride_h, stride_w), (out_height, out_width) = stride, out_shape
@@ -122,7 +122,7 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
             grad_x_padded[:, :, rows, cols] += np.einsum("nohw,oc->nchw", grad_out, weight[:, :, k_h, k_w])
     return _unpad(grad_x_padded, padding), grad_weight, grad_out.sum(axis=(0, 2, 3))
 
-# %% ../../nbs/09_spatial.ipynb #1916ec6c
+# %% ../../nbs/09_spatial.ipynb #727c0d06
 IMPLEMENTATIONS = ("loops", "fast")
 
 def check_impl(impl: str) -> str:
@@ -179,7 +179,7 @@ class Conv2d(Module):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, impl={self.impl!r})")
 
-# %% ../../nbs/09_spatial.ipynb #92331fa7
+# %% ../../nbs/09_spatial.ipynb #bc13a8b5
 def max_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
     "Largest value of each window, channel by channel: (N, C, H, W) -> (N, C, H_out, W_out)."
     x = check_input(x, layer="max_pool2d")
@@ -203,7 +203,7 @@ def max_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
     ### END SOLUTION
     return out
 
-# %% ../../nbs/09_spatial.ipynb #b34211c0
+# %% ../../nbs/09_spatial.ipynb #64031b4c
 def avg_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
     "Mean of each window, channel by channel, zeros padded: (N, C, H, W) -> (N, C, H_out, W_out)."
     x = check_input(x, layer="avg_pool2d")
@@ -227,7 +227,7 @@ def avg_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
     ### END SOLUTION
     return out
 
-# %% ../../nbs/09_spatial.ipynb #b8f9a42c
+# %% ../../nbs/09_spatial.ipynb #fe3a7f46
 def max_pool2d_backward(grad_out: np.ndarray, x: np.ndarray, kernel_size, stride=None, padding=0) -> np.ndarray:
     "Gradient for x (N, C, H, W) from grad_out (N, C, H_out, W_out): each window's to its first maximum."
     (kernel_h, kernel_w), (stride_h, stride_w), padding = pool_geometry(kernel_size, stride, padding)
@@ -252,7 +252,7 @@ def avg_pool2d_backward(grad_out: np.ndarray, x: np.ndarray, kernel_size, stride
             grad_x_padded[:, :, rows, cols] += share
     return _unpad(grad_x_padded, padding)
 
-# %% ../../nbs/09_spatial.ipynb #441c478e
+# %% ../../nbs/09_spatial.ipynb #b109ab49
 class _Pool2d(Module):
     "What MaxPool2d and AvgPool2d share: geometry, input checks, the graph; subclasses say which loops."
     _name, _fast_name = "pool", ""
@@ -294,7 +294,7 @@ class AvgPool2d(_Pool2d):
     def _gradient(self, grad_out, data):
         return avg_pool2d_backward(grad_out, data, self.kernel_size, self.stride, self.padding)
 
-# %% ../../nbs/09_spatial.ipynb #47d5403f
+# %% ../../nbs/09_spatial.ipynb #7846e610
 def batch_norm2d_loops(x, gamma, beta, running_mean: np.ndarray, running_var: np.ndarray,
                        training: bool, momentum: float = 0.1, eps: float = 1e-5) -> np.ndarray:
     "Normalise each channel of x (N, C, H, W), then scale by gamma (C,) and shift by beta (C,); updates the running buffers in training."
@@ -323,7 +323,7 @@ def batch_norm2d_loops(x, gamma, beta, running_mean: np.ndarray, running_var: np
     ### END SOLUTION
     return out
 
-# %% ../../nbs/09_spatial.ipynb #b5b08628
+# %% ../../nbs/09_spatial.ipynb #a73f786f
 def batch_norm2d_backward(grad_out: np.ndarray, x: np.ndarray, gamma: np.ndarray, eps: float,
                           mean: np.ndarray | None = None, var: np.ndarray | None = None) -> tuple:
     """Gradients (x (N, C, H, W), gamma (C,), beta (C,)) from grad_out (N, C, H, W).
@@ -344,7 +344,7 @@ def batch_norm2d_backward(grad_out: np.ndarray, x: np.ndarray, gamma: np.ndarray
                       - x_hat * (grad_x_hat * x_hat).mean(axis=axes, keepdims=True))
     return grad_x_hat * inv_std.reshape(shape), grad_gamma, grad_beta
 
-# %% ../../nbs/09_spatial.ipynb #bbeccecb
+# %% ../../nbs/09_spatial.ipynb #c5a7c5e4
 class BatchNorm2d(Module):
     "Per-channel normalisation over (N, H, W) with learnable gamma/beta and running statistics."
     _buffers = ("running_mean", "running_var")
@@ -386,7 +386,7 @@ class BatchNorm2d(Module):
     def __repr__(self) -> str:
         return f"BatchNorm2d({self.num_features}, eps={self.eps}, momentum={self.momentum}, impl={self.impl!r})"
 
-# %% ../../nbs/09_spatial.ipynb #c4dd32cb
+# %% ../../nbs/09_spatial.ipynb #f70a539b
 class SimpleCNN(Module):
     "conv(in->16, 3x3, p1)-ReLU-maxpool2 -> conv(16->32, 3x3, p1)-ReLU-maxpool2 -> flatten -> linear(classes)."
     def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, impl: str = "loops"):
