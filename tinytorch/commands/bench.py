@@ -70,7 +70,8 @@ def _root():
 def run_bench(args) -> int:
     import numpy as np
     root = _root()
-    print("tito bench: float32, one thread, each side in its own process; best of repeated runs\n")
+    print("tito bench: float32, one thread, each side in its own process; times are CPU time of that process\n"
+          "(best of repeated runs), so that other work on a shared machine does not count\n")
     if not args.skip_layers:
         ours, theirs = best_of_rounds(root, args.rounds)
         print(layer_table(ours, theirs))
@@ -81,6 +82,7 @@ def run_bench(args) -> int:
               f"batch {DEFAULTS['digits']['batch_size']}, ±1-pixel shifts; both sides start from the same weights "
               "and see the same batches")
         header = f"{'seed':>4} {'ours acc':>9} {'ours s':>7} {'torch acc':>10} {'torch s':>8} {'ours/torch time':>16}"
+        print("(seconds: CPU time of the whole run, training and final evaluation)")
         print(header + "\n" + "-" * len(header))
         rows = []
         for seed in args.seeds:
@@ -96,5 +98,5 @@ def run_bench(args) -> int:
         print(f"digits training with impl='loops' (your Module 09 code): {result['epochs']} epochs on "
               f"{result['train_images']} images, batch {result['batch_size']}, Adam lr {result['lr']:g}, cosine, "
               f"no shifts: test accuracy {result['accuracy']:.2%} "
-              f"in {result['seconds']:.0f} s of training")
+              f"in {result['seconds']:.0f} s wall clock ({result['cpu_seconds']:.0f} s CPU), final evaluation included")
     return 0
