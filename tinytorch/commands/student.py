@@ -51,7 +51,8 @@ def _default_notebooks() -> list:
 
 
 def run_test(args) -> int:
-    from tinytorch.student import StudentError, format_test_report, run_visible_checks
+    from tinytorch.student import (StudentError, find_student_folder, format_test_report, package_status,
+                                   run_visible_checks)
     try:
         notebooks = [Path(args.notebook)] if args.notebook else _default_notebooks()
         reports = [run_visible_checks(nb, _cell_timeout(args.timeout)) for nb in notebooks]
@@ -60,6 +61,10 @@ def run_test(args) -> int:
         return 2
     for report in reports:
         print(format_test_report(report))
+    folder = find_student_folder()
+    if folder is not None:
+        for sentence in package_status(folder):
+            print(f"your package: {sentence}")
     return 0 if all(r.ok for r in reports) else 1
 
 
