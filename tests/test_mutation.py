@@ -65,3 +65,17 @@ def test_strong_checks_kill_and_weak_checks_let_survive(tmp_path):
     assert any(m.operator == "swap Gt->GtE" for m in strong_report.survivors())
     killed_reasons = [o.reason for o in strong_report.outcomes if o.killed]
     assert any("record sums differs: window sums" in r for r in killed_reasons)
+
+
+def test_records_verdict_ignores_asserts(tmp_path):
+    "With asserts stripped only records count: a check made only of asserts kills nothing that runs."
+    asserts_only = tmp_path / "asserts_only.ipynb"
+    asserts_only.write_text(json.dumps(toy_notebook("assert running_max([1.0, 3.0, 2.0]) == 3.0\n")))
+    by_records = run_mutants(asserts_only, jobs=1, progress=False, verdict="records")
+    by_grader = run_mutants(asserts_only, jobs=1, progress=False, verdict="grader")
+    assert by_grader.killed > 0
+    assert all("mutated cell itself fails" in o.reason for o in by_records.outcomes if o.killed)
+    strong = tmp_path / "strong.ipynb"
+    strong.write_text(json.dumps(toy_notebook(STRONG_CHECK)))
+    reasons = [o.reason for o in run_mutants(strong, jobs=1, progress=False, verdict="records").outcomes]
+    assert any("record max:negatives differs: an all-negative list" in r for r in reasons)

@@ -13,13 +13,16 @@ def register(subparsers) -> None:
     parser.add_argument("notebook", nargs="?", default="nbs/09_spatial.ipynb")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threshold", type=float, default=0.95, help="fail below this share of killed mutants")
+    parser.add_argument("--verdict", choices=("grader", "records"), default="grader",
+                        help="grader: a cell fails by an error or a wrong record (as tito grade); "
+                             "records: asserts stripped, only the records count (a student who disabled asserts)")
     parser.set_defaults(handler=run)
 
 
 def run(args) -> int:
     from tinytorch.grading.mutation import load_equivalent, run_mutants
     root = project_root()
-    report = run_mutants(root / args.notebook, jobs=args.jobs)
+    report = run_mutants(root / args.notebook, jobs=args.jobs, verdict=args.verdict)
     equivalent = load_equivalent(root / EQUIVALENT_FILE)
     survivors = [m for m in report.survivors() if m.key not in equivalent]
     judged = len(report.outcomes) - (len(report.survivors()) - len(survivors))

@@ -235,13 +235,13 @@ def _raise_timeout(signum, frame):
     raise _Timeout()
 
 
-def _run_cell(source: str, namespace: dict, seconds: int) -> tuple:
-    "Execute one cell; returns (error or None, printed text)."
+def _run_cell(source: str, namespace: dict, seconds: int, asserts: bool = True) -> tuple:
+    "Execute one cell (without its assert statements when `asserts` is False); returns (error or None, printed text)."
     printed = io.StringIO()
     signal.alarm(seconds)
     try:
         with contextlib.redirect_stdout(printed):
-            exec(compile(source, "<cell>", "exec"), namespace)
+            exec(compile(source, "<cell>", "exec", optimize=0 if asserts else 1), namespace)
         return None, printed.getvalue()
     except _Timeout:
         return f"timed out after {seconds} s", printed.getvalue()
@@ -264,10 +264,19 @@ def _records_match(reference: dict, printed: str) -> str:
 
 
 class _Worker:
-    "Runs the reference notebook once, then judges mutants against it."
-    def __init__(self, notebook: dict, cell_seconds: int):
+    """Runs the reference notebook once, then judges mutants against it.
+
+    verdict "grader": a graded cell fails when it raises or a record differs (what `tito grade` does).
+    verdict "records": asserts are stripped from the graded cells and only missing or different
+    records count -- the strength left when a student has disabled every assert."""
+    def __init__(self, notebook: dict, cell_seconds: int, verdict: str = "grader"):
         import matplotlib
+        import warnings
         matplotlib.use("Agg")
+        warnings.simplefilter("ignore")  # mutants divide by zero; their warnings are noise here
+        if verdict not in ("grader", "records"):
+            raise ValueError(f"verdict must be 'grader' or 'records', got {verdict!r}")
+        self.verdict = verdict
         self.cell_seconds = cell_seconds
         self.code_cells = [c for c in notebook["cells"] if c.get("cell_type") == "code"]
         self.namespace = {"__name__": "__main__"}
@@ -289,8 +298,9 @@ class _Worker:
             if error:
                 return Outcome(mutant, True, f"the mutated cell itself fails: {error}")
             for index, source, reference in self.graded:
-                error, printed = _run_cell(source, self.namespace, self.cell_seconds)
-                reason = f"graded cell {index}: {error}" if error else ""
+                error, printed = _run_cell(source, self.namespace, self.cell_seconds,
+                                           asserts=self.verdict == "grader")
+                reason = f"graded cell {index}: {error}" if error and self.verdict == "grader" else ""
                 if not reason:
                     mismatch = _records_match(reference, printed)
                     reason = f"graded cell {index}: {mismatch}" if mismatch else ""
@@ -307,10 +317,10 @@ class _Worker:
 _worker = None
 
 
-def _init_worker(notebook, cell_seconds):
+def _init_worker(notebook, cell_seconds, verdict):
     global _worker
     sys.setrecursionlimit(3000)
-    _worker = _Worker(notebook, cell_seconds)
+    _worker = _Worker(notebook, cell_seconds, verdict)
 
 
 def _judge(mutant):
@@ -320,12 +330,13 @@ def _judge(mutant):
         return Outcome(mutant, True, "harness error: " + traceback.format_exc(limit=1))
 
 
-def run_mutants(notebook_path: Path, jobs: int = 2, cell_seconds: int = 20, progress: bool = True) -> Report:
+def run_mutants(notebook_path: Path, jobs: int = 2, cell_seconds: int = 20, progress: bool = True,
+                verdict: str = "grader") -> Report:
     "Generate every mutant of `notebook_path` and judge them in `jobs` worker processes."
     notebook = json.loads(Path(notebook_path).read_text(encoding="utf-8"))
     mutants = generate_mutants(notebook)
     context = multiprocessing.get_context("fork")
-    with context.Pool(jobs, initializer=_init_worker, initargs=(notebook, cell_seconds)) as pool:
+    with context.Pool(jobs, initializer=_init_worker, initargs=(notebook, cell_seconds, verdict)) as pool:
         results = pool.imap(_judge, mutants, chunksize=1)
         if progress:
             from tqdm.auto import tqdm
