@@ -153,6 +153,10 @@ CASES = {
         "except OSError as error:\n"
         "    print('refused after', len(children), type(error).__name__)",
         HONEST]),
+    "spinning_fork_bomb": (FAST, [
+        "started = 'yes'",
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+        "import os\nprint('after bomb', started, len([p for p in os.listdir('/proc') if p.isdigit()]))"]),
     "prints_100mb": (FAST, [
         "print('x' * 100_000_000)",
         "for _ in range(100_000):\n    print('y' * 1000)",
@@ -386,7 +390,7 @@ def test_loop_ignoring_sigint_gets_a_new_kernel_that_replays_earlier_cells(batch
     assert result.status == "timeout"
     assert result.timed_out_cells == [1]
     assert result.not_run_cells == [1]
-    assert "cell 2 ran past the 3 s limit and ignored the interrupt" in result.detail
+    assert "cell 2 ran past the 3 s limit and did not stop when interrupted" in result.detail
     assert "a new kernel went on with the next cell" in result.detail
     assert errors_of(cells(batch, "ignores_sigint")[1]) == ["CellTimeoutError"]
     assert text_of(cells(batch, "ignores_sigint")[2]).strip() == "after restart 42"
@@ -396,7 +400,7 @@ def test_loop_ignoring_sigint_gets_a_new_kernel_that_replays_earlier_cells(batch
 def test_loop_that_swallows_keyboard_interrupt_is_stopped(batch):
     result, workdir = batch["catches_interrupt"]
     assert result.status == "timeout" and result.timed_out_cells == [0]
-    assert "ignored the interrupt" in result.detail
+    assert "did not stop when interrupted" in result.detail
     assert (workdir / "honest-cell-ran").exists()
 
 
@@ -446,6 +450,16 @@ def test_fork_bomb_is_refused_and_leaves_no_process(batch):
     assert 0 < int(printed.split()[2]) < FAST.max_processes
     assert (workdir / "honest-cell-ran").exists()
     assert host_processes_with(MARKER) == []
+
+
+def test_spinning_fork_bomb_is_ended_with_its_kernel(batch):
+    result, _ = batch["spinning_fork_bomb"]
+    # Python swallows the KeyboardInterrupt when it lands in os.fork's at-fork hooks, so this
+    # loop cannot be interrupted: its kernel and all its copies end, a new kernel goes on.
+    assert result.status == "timeout" and result.timed_out_cells == [1], result.detail
+    assert "did not stop when interrupted" in result.detail
+    assert result.restarts == 1
+    assert text_of(cells(batch, "spinning_fork_bomb")[2]).strip() == "after bomb yes 2"
 
 
 def test_flood_of_output_is_capped_and_the_rest_runs(batch):

@@ -28,8 +28,9 @@ that makes a flood cheap), and the grader keeps at most `max_output_bytes` and r
 message above a few times that (the guarantee). Error outputs are always kept, tracebacks cut.
 Kernel messages are signed with a key the kernel knows, so student code can publish messages:
 requests carry random ids, and a cell ends only when a later request is answered, so a cell can
-neither end itself early nor publish into a cell that has not started. It can still print
-anything into its own cell (the grader compares recorded values, never trusts printed verdicts).
+neither end itself early nor publish into a cell that has not started yet. Its code (or a thread
+it leaves running) can still print anything into the cell that is running: the grader compares
+recorded values, it never trusts a printed verdict.
 
 The kernel never imports the instructor's checkout: the virtual environment has `tinytorch`
 installed editable from the course folder, whose `core/spatial.py` and `core/im2col.py` hold the
@@ -559,13 +560,31 @@ class _Kernel:
                 return pid
         return None
 
+    def end_strays(self, rounds: int = 50):
+        "SIGKILL every process of the sandbox except its init and the kernel (sandboxed kernels only)."
+        kernel = self.kernel_pid() if self.limits.sandbox else None
+        if kernel is None:
+            return
+        for _ in range(rounds):
+            strays = [pid for pid in _namespace_members(self.namespace) if pid not in (self.init_pid, kernel)]
+            if not strays:
+                return
+            for pid in strays:
+                _kill(pid, signal.SIGKILL)
+
     def interrupt(self):
+        """SIGINT to the kernel. Sandboxed, the kernel is first paused and every other process of the
+        sandbox ended: processes the cell started (a fork bomb's copies spinning on the CPU) would
+        keep the kernel from answering, and slow every later cell."""
         pid = self.kernel_pid()
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
+        if pid is None:
+            return
+        if self.limits.sandbox:
+            _kill(pid, signal.SIGSTOP)
+            self.end_strays()
+        _kill(pid, signal.SIGINT)
+        if self.limits.sandbox:
+            _kill(pid, signal.SIGCONT)
 
     def stop(self):
         "End the kernel and every process it started; return once none is left."
@@ -779,9 +798,11 @@ class _Run:
                 interrupted_at = now
                 if keep_output:
                     self.timed_out.append(index)
+            if interrupted_at is not None and reply is None:
+                self.kernel.end_strays()   # a fork bomb's copies must not starve the kernel's answer
             if interrupted_at is not None and now >= interrupted_at + grace:
                 raise _Stopped("timeout", f"{self.name(index)} ran past the {_seconds(limits.cell_timeout)} limit "
-                                          "and ignored the interrupt, so its kernel was stopped")
+                                          "and did not stop when interrupted, so its kernel was stopped")
             limit = min(self.deadline, cell_deadline if interrupted_at is None else interrupted_at + grace)
             for channel, msg in self._poll(min(0.2, max(0.0, limit - now))):
                 if channel == "shell" and sync_id is not None and msg["parent_header"].get("msg_id") == sync_id:
@@ -815,6 +836,7 @@ class _Run:
             cell.execution_count = count if isinstance(count, int) else None
             _tidy_streams(outputs)
         if interrupted_at is not None:
+            self.kernel.end_strays()
             return "timeout"
         return "error" if failed else "ok"
 
@@ -994,6 +1016,8 @@ def execute_notebook(nb, workdir: Path, limits: KernelLimits) -> "ExecutionResul
                         run.kernel = None
                     position += 1
                     run.not_run.append(index)
+                    if position >= len(runnable):
+                        break
                     if stop.final or run.restarts >= MAX_RESTARTS or time.monotonic() >= run.deadline:
                         break
                     run.restarts += 1
