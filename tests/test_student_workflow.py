@@ -93,6 +93,8 @@ def test_export_in_the_course_folder_is_the_instructors():
     from tinytorch.student import find_student_folder
     assert find_student_folder(ROOT) is None
     assert find_student_folder(ROOT / "tinytorch" / "core") is None
+    assert find_student_folder(ROOT / "nbs") is None, "nbs/ holds module notebooks but is the instructor's"
+    assert find_student_folder(ROOT / "release" / "09_spatial") is None
 
 
 def test_tito_test_passes_on_a_correct_notebook(solved):
@@ -159,14 +161,13 @@ def test_validate_finds_edited_and_deleted_test_cells(tmp_path, released):
     for cell in notebook["cells"]:
         if cell["metadata"].get("nbgrader", {}).get("grade_id") == "max_pool2d_loops":
             cell["source"] = "assert True  # the check was in my way"
-    (tmp_path / "edited.ipynb").write_text(json.dumps(notebook))
-    result = tito(tmp_path, "validate", "edited.ipynb")
-    assert result.returncode == 1 and "locked cell max_pool2d_loops was edited" in result.stderr, result.stderr
     notebook["cells"] = [c for c in notebook["cells"]
-                         if c["metadata"].get("nbgrader", {}).get("grade_id") != "max_pool2d_loops"]
-    (tmp_path / "deleted.ipynb").write_text(json.dumps(notebook))
-    result = tito(tmp_path, "validate", "deleted.ipynb", "--release", str(released))
-    assert result.returncode == 1 and "missing: max_pool2d_loops" in result.stderr, result.stderr
+                         if c["metadata"].get("nbgrader", {}).get("grade_id") != "avg_pool2d_loops"]
+    (tmp_path / "changed.ipynb").write_text(json.dumps(notebook))
+    result = tito(tmp_path, "validate", "changed.ipynb", "--release", str(released))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "locked cell max_pool2d_loops was edited" in result.stderr, result.stderr
+    assert "missing: avg_pool2d_loops" in result.stderr, result.stderr
 
 
 def test_validate_bad_files_give_clear_errors(tmp_path, released):

@@ -3,10 +3,14 @@
 A *student folder* is where a student works on a released notebook (e.g. `09_spatial.ipynb`
 handed out from `release/09_spatial/`). It is recognised, from the current directory, as:
 
-1. the current directory when it holds `tinytorch-student.toml` or a module notebook (a notebook
-   with nbgrader cells and an nbdev `#| default_exp` line) and is not itself the instructor's
-   course folder (`pyproject.toml` with `[tool.nbdev]` and `nbs/`), or
-2. the nearest folder above holding `tinytorch-student.toml` (so `tito` works from a subfolder).
+1. the nearest folder, from the current directory upwards, holding `tinytorch-student.toml`
+   (written by the first student `tito export`, so tito also works from a subfolder), or
+2. the current directory when it holds a module notebook (a notebook with nbgrader cells and an
+   nbdev `#| default_exp` line),
+
+and in both cases not inside the instructor's course folder (`pyproject.toml` with `[tool.nbdev]`
+and `nbs/`), whose `nbs/` also holds module notebooks. A student working inside a clone of the
+course repository works in a copy of the notebook outside it.
 
 `tito export` there writes the student's own package `./tinytorch/`: each module notebook of the
 folder exported by nbdev (their code, e.g. `tinytorch/core/spatial.py`), beside copies of the
@@ -39,12 +43,12 @@ class StudentError(Exception):
 
 def read_notebook(path: Path):
     "The notebook at `path` (outputs kept), or StudentError naming the file and what is wrong with it."
-    from tinytorch.grading.notebooks import InvalidNotebook, read_submission
     path = Path(path)
     if not path.exists():
         raise StudentError(f"{path}: no such file")
     if path.is_dir():
         raise StudentError(f"{path} is a folder: give the notebook file (e.g. {path / '09_spatial.ipynb'})")
+    from tinytorch.grading.notebooks import InvalidNotebook, read_submission
     try:
         return read_submission(path.read_bytes())
     except InvalidNotebook as error:
@@ -99,14 +103,12 @@ def _is_course_folder(folder: Path) -> bool:
 def find_student_folder(start: Path | None = None):
     "The student folder containing `start` (default: the current directory), or None (see the module docstring)."
     here = Path(start or Path.cwd()).resolve()
-    if not _is_course_folder(here) and ((here / STUDENT_MARKER).exists() or module_notebooks(here)):
-        return here
-    for folder in here.parents:
+    for folder in (here, *here.parents):
         if _is_course_folder(folder):
-            return None
+            return None  # the instructor's tree (nbs/ holds module notebooks too): only a marker below it counts
         if (folder / STUDENT_MARKER).exists():
             return folder
-    return None
+    return here if module_notebooks(here) else None
 
 
 def course_package() -> Path:
@@ -424,11 +426,11 @@ def validate_notebook(notebook: Path, timeout: int = DEFAULT_CELL_TIMEOUT, relea
     """nbgrader's Validator on `notebook` (well-formed metadata, locked cells unchanged by checksum,
     graded cells passing), plus what it does not check: a readable file, and no graded or locked
     cell of the released notebook deleted."""
+    notebook = Path(notebook).resolve()
+    nb = read_notebook(notebook)  # before importing nbgrader (slow): a bad file is reported at once
     from nbgrader.preprocessors import CheckCellMetadata, ClearOutput
     from nbgrader.validator import Validator
     from traitlets.config import Config
-    notebook = Path(notebook).resolve()
-    nb = read_notebook(notebook)
     report = ValidationReport(notebook)
     grade_ids = [_nbgrader(c).get("grade_id") for c in nb.cells if _nbgrader(c)]
     if not grade_ids:
