@@ -24,7 +24,6 @@ demo: setup
 
 export: setup
 	$(BIN)/tito export
-	$(BIN)/nbdev-clean
 
 release: setup
 	$(BIN)/tito release

@@ -19,14 +19,20 @@ def register(subparsers) -> None:
     check.set_defaults(handler=run_check)
 
 
+def _nbdev(tool: str, root: Path) -> None:
+    "Run an nbdev command in `root` (a separate process: nbdev reads its config from the working folder)."
+    executable = Path(sys.executable).with_name(tool)
+    if not executable.exists():
+        raise FileNotFoundError(f"{executable} not found: install the course tools with pip install -e '.[course]'")
+    result = subprocess.run([str(executable)], cwd=root, capture_output=True, text=True)
+    if result.returncode != 0 or "Traceback" in result.stderr:
+        raise RuntimeError(f"{tool} failed in {root}:\n{result.stdout}{result.stderr}")
+
+
 def nbdev_export(root: Path) -> None:
-    "Run nbdev's export in `root` (a separate process: nbdev reads the config from the working folder)."
-    command = [str(Path(sys.executable).with_name("nbdev-export"))]
-    if not Path(command[0]).exists():
-        command = [sys.executable, "-m", "nbdev.doclinks"]
-    result = subprocess.run(command, cwd=root, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"nbdev-export failed in {root}:\n{result.stdout}{result.stderr}")
+    "Clean the notebooks (nbdev-clean), then export them (nbdev-export): the copy in source/ is then the clean one."
+    _nbdev("nbdev-clean", root)
+    _nbdev("nbdev-export", root)
 
 
 def export_sources(root: Path) -> list:
@@ -84,7 +90,9 @@ def stale_files(root: Path) -> list:
                         ignore=shutil.ignore_patterns("__pycache__"))
         nbdev_export(copy)
         export_sources(copy)
-        for fresh in sorted((copy / "tinytorch").rglob("*.py")) + sorted((copy / "source").rglob("*.ipynb")):
+        fresh_files = (sorted((copy / "nbs").glob("*.ipynb")) + sorted((copy / "tinytorch").rglob("*.py"))
+                       + sorted((copy / "source").rglob("*.ipynb")))
+        for fresh in fresh_files:
             committed = root / fresh.relative_to(copy)
             if not committed.exists() or not filecmp.cmp(fresh, committed, shallow=False):
                 stale.append(committed.relative_to(root))
@@ -101,7 +109,7 @@ def run_check(args) -> int:
     root = project_root()
     stale = stale_files(root)
     if stale:
-        print("stale generated files (edit nbs/, then run `tito export` and `tito release`):", file=sys.stderr)
+        print("stale or uncleaned files (edit nbs/, then run `tito export` and `tito release`):", file=sys.stderr)
         for path in stale:
             print(f"  {path}", file=sys.stderr)
         return 1
