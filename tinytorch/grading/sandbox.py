@@ -773,7 +773,7 @@ class _Run:
             "code": cell.source, "silent": False, "store_history": keep_output, "user_expressions": {},
             "allow_stdin": False, "stop_on_error": False})
         cell_deadline = time.monotonic() + float(limits.cell_timeout)
-        grace = min(10.0, max(1.0, float(limits.cell_timeout) / 4))
+        grace = min(10.0, max(3.0, float(limits.cell_timeout) / 4))   # to answer an interrupt
         interrupted_at = None
         reply = idle = None
         replied_at = None
