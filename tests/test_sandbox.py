@@ -572,6 +572,22 @@ def test_unsandboxed_kernel_runs_and_interrupts(tmp_path):
     assert text_of(result.notebook.cells[2]).strip() == "2"
 
 
+def test_unsandboxed_kernel_cannot_kill_the_grader_through_its_parent_pid(tmp_path):
+    # Run in a child process: if the guard failed, that process, not pytest, would be killed.
+    script = ("import sys, pathlib\n"
+              "from nbformat.v4 import new_notebook, new_code_cell\n"
+              "from tinytorch.grading.sandbox import execute_notebook, KernelLimits\n"
+              "nb = new_notebook(cells=[new_code_cell('import os, signal\\nos.kill(os.getppid(), signal.SIGKILL)'),"
+              " new_code_cell('print(40 + 2)')])\n"
+              "r = execute_notebook(nb, pathlib.Path(sys.argv[1]), KernelLimits(cell_timeout=30, sandbox=False))\n"
+              "print(r.status, '|', r.detail, '|', r.notebook.cells[1].outputs[0]['text'].strip())\n")
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    status, detail, after = run.stdout.strip().split(" | ")
+    assert status == "crashed" and detail.startswith("the kernel died (signal 9, killed) in cell 1"), detail
+    assert after == "42"
+
+
 def test_stale_outputs_are_cleared_and_markdown_is_left_alone(tmp_path):
     require_sandbox()
     nb = new_notebook(cells=[new_markdown_cell("# title"), new_code_cell("1 + 1"), new_code_cell("  ")])

@@ -101,6 +101,18 @@ sys.path_hooks[:] = [h for h in sys.path_hooks if "editable" not in getattr(h, "
 sys.path_importer_cache.clear()
 del _here
 
+if len(sys.argv) > 1 and sys.argv[1] == "--fork-guard":
+    # Unsandboxed, the kernel's parent would be the grader itself, which `os.kill(os.getppid(), 9)`
+    # would kill. This process stays behind as the parent the kernel sees, and reports its status.
+    del sys.argv[1]
+    import signal
+    _child = os.fork()
+    if _child:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _, _status = os.waitpid(_child, 0)
+        _code = os.waitstatus_to_exitcode(_status)
+        os._exit(128 - _code if _code < 0 else _code)
+
 from ipykernel.kernelapp import IPKernelApp
 
 app = IPKernelApp.instance()
@@ -430,6 +442,7 @@ class _Kernel:
         self._log_thread.start()
         self.namespace = None   # pid namespace id, known once the kernel answers
         self.init_pid = None    # host pid of the namespace's pid 1 (bwrap's init)
+        self.unconfined_pid = None  # unsandboxed: the kernel, child of the fork guard
         # Our own two sockets (no stdin, control or heartbeat): iopub refuses any message larger
         # than a few times the output cap, so one giant message cannot exhaust the grader's memory.
         info = json.loads(connection.read_text())
@@ -450,7 +463,8 @@ class _Kernel:
 
     def _argv(self, workdir: Path, runtime: Path, connection: Path) -> list:
         limits = self.limits
-        python = [sys.executable, "-I", "-B", "-X", "frozen_modules=off", str(runtime / _BOOT_NAME),
+        guard = [] if limits.sandbox else ["--fork-guard"]
+        python = [sys.executable, "-I", "-B", "-X", "frozen_modules=off", str(runtime / _BOOT_NAME), *guard,
                   "-f", str(connection), "--HistoryManager.enabled=False",
                   "--InteractiveShellApp.ignore_cwd=True"]
         prlimit = shutil.which("prlimit")
@@ -539,8 +553,14 @@ class _Kernel:
         return self.process.poll()
 
     def learn_namespace(self):
-        "Find the sandbox's pid 1 (bwrap's init, a child of the process we started) and its pid namespace."
-        if not self.limits.sandbox or self.namespace is not None:
+        """Sandboxed: find the sandbox's pid 1 (bwrap's init, a child of the process we started) and
+        its pid namespace. Unsandboxed: find the kernel (the child of the fork guard we started)."""
+        if not self.limits.sandbox:
+            if self.unconfined_pid is None:
+                children = _children(self.process.pid)
+                self.unconfined_pid = children[0] if children else None
+            return
+        if self.namespace is not None:
             return
         for child in _children(self.process.pid):
             stat = _proc_stat(child)
@@ -551,7 +571,8 @@ class _Kernel:
     def kernel_pid(self):
         "Host pid of the Python kernel (pid 2 of the sandbox), or of the process we started."
         if not self.limits.sandbox:
-            return self.process.pid
+            self.learn_namespace()
+            return self.unconfined_pid
         self.learn_namespace()
         if self.namespace is None:
             return None
@@ -613,8 +634,10 @@ class _Kernel:
         else:
             # Unconfined: kill the descendants we can find, then the process group.
             # A daemon that left the session and was re-parented is out of reach (documented).
-            for pid in _descendants(self.process.pid):
+            for pid in _descendants(self.process.pid) + _descendants(self.unconfined_pid or -1):
                 _kill(pid, signal.SIGKILL)
+            if self.unconfined_pid is not None:
+                _kill(self.unconfined_pid, signal.SIGKILL)
             _killpg(self.process.pid)
             self._reap()
         self._log_thread.join(timeout=2)
