@@ -172,14 +172,18 @@ for root in ['/work', '/tmp', '/root', '/home', os.getcwd() + '/..']:
             print(content)   # try to smuggle it out through the feedback
 print('found', len(found), 'instructor files')"""
 STEAL_FROM_MEMORY = """import sys, inspect
+_peeked = []
 def _peek():
-    # The hidden check's own source, read from the calling frame, printed into the feedback.
+    # The hidden check's own source, read from the calling frame, printed into the feedback (once).
+    if _peeked:
+        return
+    _peeked.append(True)
     for frame in inspect.stack():
         try:
             print(''.join(inspect.getsourcelines(frame.frame)[0]))
         except (OSError, TypeError):
             pass
-    print('\\n'.join(str(x) for x in get_ipython().user_ns.get('In', [])))"""
+    print('\\n'.join(str(x) for x in get_ipython().user_ns.get('In', [])[-3:]))"""
 PLANT_STARTUP = """import os
 startup = os.path.join(get_ipython().profile_dir.location, 'startup')
 os.makedirs(startup, exist_ok=True)
@@ -198,8 +202,7 @@ np.testing.assert_allclose = lambda *a, **k: None
 np.testing.assert_array_equal = lambda *a, **k: None
 np.testing.assert_array_almost_equal = lambda *a, **k: None
 math.isclose = lambda *a, **k: True
-builtins.all = lambda *a, **k: True
-builtins.any = lambda *a, **k: True"""
+builtins.abs = lambda value: 0"""
 LIAR_CLASS = """import numpy as np
 class Liar(np.ndarray):
     "An array that equals everything and is close to everything."
@@ -273,6 +276,10 @@ def all_samples(source_nb: dict, release_nb: dict) -> dict:
         "fault_setsid_daemon": with_fault(ref, SETSID_DAEMON, "end"),
         "fault_signal_parent": with_fault(ref, SIGNAL_PARENT),
         "fault_ids": duplicate_and_foreign_ids(ref),
+        # honest text that merely contains the marker words must not break feedback or its leak scan
+        "honest_marker_words": with_fault(ref, "# Notes to self: nbgrader's BEGIN SOLUTION / END SOLUTION and\n"
+                                               "# BEGIN HIDDEN TESTS markers are stripped from the handout.\n"
+                                               "print('### BEGIN HIDDEN TESTS is just text here')"),
         # cheats: a buggy solution plus a trick; none may earn more than the bug alone
         "cheat_assert_rewrite": with_fault(bug, ASSERT_REWRITE),
         "cheat_monkeypatch": with_fault(bug, MONKEYPATCH),

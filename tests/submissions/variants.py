@@ -46,16 +46,14 @@ for out_h in range(out_height):
         out[:, :, out_h, out_w] = x_padded[:, :, top:top + kernel_h, left:left + kernel_w].mean(axis=(2, 3))
 """
 OTHER_ORDER_CONV = """
-# kernel position outermost, accumulating straight into out
+# kernel position outermost: add each weight times the strided slice of the input it meets
+last_h, last_w = stride_h * (out_height - 1) + 1, stride_w * (out_width - 1) + 1
 for out_ch in range(out_channels):
     for in_ch in range(in_channels):
         for k_h in range(kernel_h):
             for k_w in range(kernel_w):
-                for b in range(batch):
-                    for out_h in range(out_height):
-                        for out_w in range(out_width):
-                            out[b, out_ch, out_h, out_w] += (weight[out_ch, in_ch, k_h, k_w]
-                                * x_padded[b, in_ch, k_h + stride_h * out_h, k_w + stride_w * out_w])
+                seen = x_padded[:, in_ch, k_h:k_h + last_h:stride_h, k_w:k_w + last_w:stride_w]  # (N, H_out, W_out)
+                out[:, out_ch] += weight[out_ch, in_ch, k_h, k_w] * seen
     if bias is not None:
         out[:, out_ch] += bias[out_ch]
 """

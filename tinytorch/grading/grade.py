@@ -93,8 +93,13 @@ class Result:
     seconds: float = 0.0
 
     def row(self, graded: list) -> list:
-        return ([self.student, f"{self.score:g}", f"{self.max_score:g}", self.status, self.detail]
-                + [f"{self.cells.get(gid, 0.0):g}" for gid, _ in graded])
+        return ([_spreadsheet_safe(self.student), f"{self.score:g}", f"{self.max_score:g}", self.status,
+                 _spreadsheet_safe(self.detail)] + [f"{self.cells.get(gid, 0.0):g}" for gid, _ in graded])
+
+
+def _spreadsheet_safe(text: str) -> str:
+    "Text a spreadsheet will not run as a formula (a file named '=cmd|...ipynb' is a student's to choose)."
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
 def _visible_release(source):
