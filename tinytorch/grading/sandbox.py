@@ -379,12 +379,15 @@ def _describe_exit(code) -> str:
 # A pool of uids so that parallel kernels never share a process count.
 
 class _UidSlot:
-    def __init__(self):
+    "A uid of the pool, held (flock) until exit; None when not root or not sandboxed."
+
+    def __init__(self, wanted: bool = True):
+        self.wanted = wanted
         self.uid = None
         self._handle = None
 
     def __enter__(self):
-        if os.geteuid() != 0:
+        if os.geteuid() != 0 or not self.wanted:
             return self
         folder = Path(tempfile.gettempdir()) / "tinytorch-sandbox-uids"
         folder.mkdir(mode=0o700, exist_ok=True)
@@ -1004,7 +1007,7 @@ def execute_notebook(nb, workdir: Path, limits: KernelLimits) -> "ExecutionResul
     runnable = [i for i in code_cells if nb.cells[i].source.strip()]
     runtime = student_runtime()
     run = _Run(nb, workdir, limits)
-    with _UidSlot() as slot:
+    with _UidSlot(limits.sandbox) as slot:
         if slot.uid is not None and limits.sandbox:
             os.chown(workdir, slot.uid, slot.uid)
             os.chmod(workdir, 0o700)
@@ -1013,7 +1016,7 @@ def execute_notebook(nb, workdir: Path, limits: KernelLimits) -> "ExecutionResul
             while position < len(runnable):
                 try:
                     if run.kernel is None:
-                        run.start_kernel(slot.uid, runtime)
+                        run.start_kernel(slot.uid if limits.sandbox else None, runtime)
                         for earlier in run.completed:
                             # A new kernel re-creates the state the finished cells had built;
                             # their output was kept from the first run.
