@@ -17,8 +17,8 @@ def register(subparsers) -> None:
     bench.add_argument("--skip-layers", action="store_true", help="only the digits training")
     bench.add_argument("--skip-digits", action="store_true", help="only the layer timings")
     bench.add_argument("--loops-training", action="store_true",
-                       help="also train the digits model with impl='loops' (about 3-4 minutes)")
-    bench.add_argument("--loops-epochs", type=int, default=2)
+                       help="also train the digits model with impl='loops' (about 3 minutes of CPU)")
+    bench.add_argument("--loops-epochs", type=int, default=3)
     bench.set_defaults(handler=run_bench)
 
 

@@ -7,7 +7,7 @@ __all__ = ['build_model', 'random_shifts', 'cosine_lr', 'TrainConfig', 'make_opt
            'History', 'fit', 'plot_history', 'confusion_matrix', 'plot_confusion', 'plot_misclassified', 'save_weights',
            'load_weights']
 
-# %% ../../nbs/milestone_03_cnn.ipynb #b8757892
+# %% ../../nbs/milestone_03_cnn.ipynb #e7cf3a6c
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +17,7 @@ from .layers import Module, cross_entropy
 from .optim import SGD, Adam
 from .tensor import Tensor, manual_seed, no_grad
 
-# %% ../../nbs/milestone_03_cnn.ipynb #8baa3393
+# %% ../../nbs/milestone_03_cnn.ipynb #b9cd9f04
 def build_model(image_shape: tuple, num_classes: int, impl: str = "fast", seed: int = 0) -> Module:
     "A freshly initialised SimpleCNN for images of `image_shape` (C, H, W); `seed` fixes the weights."
     from tinytorch.core.spatial import SimpleCNN
@@ -27,14 +27,15 @@ def build_model(image_shape: tuple, num_classes: int, impl: str = "fast", seed: 
     manual_seed(seed)
     return SimpleCNN(in_channels=channels, num_classes=num_classes, image_size=height, impl=impl)
 
-# %% ../../nbs/milestone_03_cnn.ipynb #0a6983d4
-def random_shifts(images: np.ndarray, rng: np.random.Generator, max_shift: int = 1) -> np.ndarray:
-    "(N, C, H, W) -> (N, C, H, W), each image moved by its own random (dy, dx) in [-max_shift, max_shift]."
+# %% ../../nbs/milestone_03_cnn.ipynb #0caabf23
+def random_shifts(images: np.ndarray, rng: np.random.Generator, max_shift: int = 1, fill=None) -> np.ndarray:
+    """(N, C, H, W) -> (N, C, H, W), each image moved by its own random (dy, dx) in [-max_shift, max_shift];
+    uncovered pixels get `fill` (per channel; default the smallest value, the background of the digits)."""
     n, _, h, w = images.shape
     s = max_shift
-    background = images.min(axis=(0, 2, 3))[None, :, None, None]        # (1, C, 1, 1)
+    fill = images.min(axis=(0, 2, 3)) if fill is None else np.asarray(fill)
     padded = np.empty((n, images.shape[1], h + 2 * s, w + 2 * s), dtype=images.dtype)
-    padded[...] = background
+    padded[...] = np.reshape(fill, (1, -1, 1, 1))                        # (1, C, 1, 1) broadcast
     padded[:, :, s:s + h, s:s + w] = images
     dy, dx = rng.integers(-s, s + 1, size=(2, n))
     shifted = np.empty_like(images)
@@ -44,12 +45,12 @@ def random_shifts(images: np.ndarray, rng: np.random.Generator, max_shift: int =
             shifted[chosen] = padded[chosen, :, s - shift_y:s - shift_y + h, s - shift_x:s - shift_x + w]
     return shifted
 
-# %% ../../nbs/milestone_03_cnn.ipynb #b16163e6
+# %% ../../nbs/milestone_03_cnn.ipynb #9c674a3b
 def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
     "Learning rate at `step` of `total_steps`: from `base_lr` down to 0 along half a cosine."
     return base_lr * 0.5 * (1.0 + np.cos(np.pi * step / max(total_steps, 1)))
 
-# %% ../../nbs/milestone_03_cnn.ipynb #59552dfa
+# %% ../../nbs/milestone_03_cnn.ipynb #f8dc1797
 @dataclass
 class TrainConfig:
     "Hyper-parameters of one run."
@@ -79,13 +80,15 @@ def make_optimizer(model: Module, config: TrainConfig):
 def epoch_batches(images: np.ndarray, labels: np.ndarray, config: TrainConfig, rng: np.random.Generator):
     "One epoch of shuffled (images, labels) mini-batches, shifted when `config.augment`."
     order = rng.permutation(len(images))
-    if config.augment:
-        images = random_shifts(images, rng)
+    background = images.min(axis=(0, 2, 3)) if config.augment else None   # (C,) the darkest value
     for start in range(0, len(order), config.batch_size):
         chosen = order[start:start + config.batch_size]
-        yield images[chosen], labels[chosen]
+        batch = images[chosen]                                             # (B, C, H, W) a copy
+        if config.augment:   # per batch: a whole shifted copy of CIFAR-10 would take 600 MB
+            batch = random_shifts(batch, rng, fill=background)
+        yield batch, labels[chosen]
 
-# %% ../../nbs/milestone_03_cnn.ipynb #d99f0753
+# %% ../../nbs/milestone_03_cnn.ipynb #7e301a91
 def predict(model: Module, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     "Logits (N, classes) of `images` (N, C, H, W), in evaluation mode, without a graph."
     was_training = model.training
@@ -104,7 +107,7 @@ def evaluate(model: Module, images: np.ndarray, labels: np.ndarray) -> tuple:
     loss = cross_entropy(Tensor(logits), labels).item()
     return loss, float((logits.argmax(axis=1) == labels).mean())
 
-# %% ../../nbs/milestone_03_cnn.ipynb #af798203
+# %% ../../nbs/milestone_03_cnn.ipynb #05634310
 @dataclass
 class History:
     "Per-epoch measurements of a run."
@@ -156,7 +159,7 @@ def fit(model: Module, data, config: TrainConfig, progress: bool = True, evaluat
                   f"train acc {history.train_accuracy[-1]:.4f}{tested} ({history.seconds[-1]:.2f} s)")
     return history
 
-# %% ../../nbs/milestone_03_cnn.ipynb #13f17bb7
+# %% ../../nbs/milestone_03_cnn.ipynb #a3c61e7d
 def plot_history(history: History, title: str = ""):
     "Loss and accuracy per epoch, train and test."
     import matplotlib.pyplot as plt
@@ -212,7 +215,7 @@ def plot_misclassified(images: np.ndarray, labels: np.ndarray, predictions: np.n
     figure.tight_layout()
     return figure
 
-# %% ../../nbs/milestone_03_cnn.ipynb #dfa9f076
+# %% ../../nbs/milestone_03_cnn.ipynb #b551e293
 def save_weights(model: Module, path) -> None:
     "Every parameter and buffer of `model` into one `.npz` file, by name."
     with open(path, "wb") as file:   # a file object: np.savez would append ".npz" to a bare name
