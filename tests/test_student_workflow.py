@@ -141,6 +141,20 @@ def test_tito_test_on_the_released_notebook_names_what_to_fill(tmp_path_factory,
     assert "not exported yet" in result.stdout
 
 
+def test_tito_test_when_the_kernel_dies(tmp_path_factory, released):
+    def exits(grade_id, text):
+        if grade_id != "conv2d_loops_solution":
+            return text
+        return "import os\n\ndef conv2d_loops(x, weight, bias=None, stride=1, padding=0):\n    os._exit(3)\n"
+    folder = student_folder(tmp_path_factory, released, "kernel_dies", edit=exits)
+    result = tito(folder, "test")
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = report_lines(result.stdout)
+    assert lines["conv2d_loops"] == ("failed", "the kernel died running this cell"), result.stdout
+    assert all(status == "not run" for name, (status, _) in lines.items() if name != "conv2d_loops"), result.stdout
+    assert "the Python kernel died while running conv2d_loops" in result.stdout
+
+
 def test_validate_released_notebook_fails(released, tmp_path):
     shutil.copyfile(released, tmp_path / NOTEBOOK)
     result = tito(tmp_path, "validate", NOTEBOOK)

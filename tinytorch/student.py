@@ -335,8 +335,11 @@ def run_visible_checks(notebook: Path, timeout: int = DEFAULT_CELL_TIMEOUT) -> T
         raise StudentError(f"{notebook} has no visible checks (no nbgrader test cells): "
                            f"is it the module notebook you were given?")
     kernel = (nb.metadata.get("kernelspec") or {}).get("name") or "python3"
+    started_cells, finished_cells = [], set()
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel, allow_errors=True,
-                            interrupt_on_timeout=True, resources={"metadata": {"path": str(notebook.parent)}})
+                            interrupt_on_timeout=True, resources={"metadata": {"path": str(notebook.parent)}},
+                            on_cell_start=lambda cell, cell_index: started_cells.append(cell_index),
+                            on_cell_executed=lambda cell, cell_index, execute_reply: finished_cells.add(cell_index))
     started = time.monotonic()
     try:
         # The kernel's own start-up warnings are noise here; its errors reach the cells' outputs.
@@ -344,20 +347,23 @@ def run_visible_checks(notebook: Path, timeout: int = DEFAULT_CELL_TIMEOUT) -> T
     except NoSuchKernel:
         raise StudentError(f"{notebook.name} asks for the Jupyter kernel {kernel!r}, which is not installed "
                            f"(pick 'Python 3' in Jupyter: Kernel > Change Kernel, then save)") from None
-    except DeadKernelError as error:
-        report.stopped = f"the Python kernel died ({error}); out of memory?"
+    except DeadKernelError:
+        dying = started_cells[-1] if started_cells else None
+        where = f" while running {_cell_label(nb, dying)}" if dying is not None else ""
+        report.stopped = (f"the Python kernel died{where}: out of memory, or code that ends Python "
+                          f"(exit(), os._exit)? Later cells did not run")
     report.seconds = time.monotonic() - started
 
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-        ran = cell.get("execution_count") is not None or cell.get("outputs")
         if index in graded:
             if errors:
                 status, detail = explain_error(nb, errors[0])
-            elif not ran and _cell_source(cell).strip():
-                status, detail = "not run", report.stopped or "not executed"
+            elif index not in finished_cells and _cell_source(cell).strip():
+                status, detail = ("failed", "the kernel died running this cell") if started_cells[-1:] == [index] \
+                    else ("not run", "an earlier cell stopped the kernel")
             else:
                 status, detail = "passed", ""
             report.checks.append(CellResult(_cell_label(nb, index), status, detail))
