@@ -4,7 +4,7 @@ Playwright, a JupyterLab server on localhost with the released notebook.
 1. Run All on the released notebook: the first visible check stops with a NotImplementedError
    whose traceback names the function to fill in.
 2. The same file filled in with the reference solution: Run All gives no error, every cell runs.
-3. nbgrader's Validate button on the filled-in notebook: its dialog reports success.
+3. nbgrader's Validate button: its dialog reports failure on the stubs, success once filled in.
 
 Screenshots go to docs/screenshots/. Needs `scripts/setup.sh` (chromium, jupyterlab, playwright).
 """
@@ -154,6 +154,16 @@ def _screenshot(page, element, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / name))
 
 
+def _validate(page, screenshot: str) -> tuple:
+    "Press nbgrader's Validate button; (classes, text) of its result dialog, which is also screenshot."
+    page.click(".validate-button")
+    message = page.wait_for_selector("#validation-message", timeout=120_000)
+    page.wait_for_timeout(300)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / screenshot))
+    return message.get_attribute("class") or "", message.inner_text()
+
+
 def test_student_in_jupyterlab(tmp_path):
     _require_browser()
     from playwright.sync_api import sync_playwright
@@ -185,6 +195,11 @@ def test_student_in_jupyterlab(tmp_path):
                     "the error should be shown under the first visible check of conv2d_loops"
                 _screenshot(page, page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").first,
                             "student-stub.png")
+                # Validating too early: nbgrader's dialog says the checks fail.
+                classes, text = _validate(page, "validate-stub.png")
+                assert "validation-failed" in classes, f"Validate should fail on the stubs ({classes}):\n{text[:2000]}"
+                assert "NotImplementedError" in text, text[:2000]
+                page.click(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
 
                 # 2. The filled-in notebook: every cell runs, no error.
                 page.goto("about:blank")  # so no save from the page overwrites the new file
@@ -202,13 +217,7 @@ def test_student_in_jupyterlab(tmp_path):
                 _screenshot(page, digit_cell, "student-solved.png")
 
                 # 3. nbgrader's Validate button (it saves first, then validates in a fresh kernel).
-                page.click(".validate-button")
-                message = page.wait_for_selector("#validation-message", timeout=120_000)
-                classes = message.get_attribute("class") or ""
-                text = message.inner_text()
-                page.wait_for_timeout(300)
-                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(SCREENSHOTS / "validate.png"))
+                classes, text = _validate(page, "validate.png")
                 assert "validation-success" in classes, f"nbgrader's Validate failed ({classes}):\n{text[:2000]}"
                 assert "Success" in text, text[:2000]
             finally:
