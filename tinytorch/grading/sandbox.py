@@ -8,9 +8,11 @@ How a kernel is confined (`limits.sandbox`, needs bubblewrap; facts in
 `../shared/recipes/sandboxed-kernel.md`):
 
     bwrap (as the grader) --unshare-pid/net/ipc/uts --die-with-parent --new-session --clearenv
-          a root made only of /usr, the Python installation, the virtual environment (read-only),
-          the student runtime (read-only), the kernel's private folder and the submission's work
-          folder (writable), /proc, /dev and a private /tmp
+          a root made only of /usr, the Python installation, the virtual environment and the
+          student runtime (read-only); the kernel's connection folder (locked once the kernel
+          has bound its sockets); /proc, /dev; and, in memory of a fixed size, a private /tmp
+          (holding HOME and IPYTHONDIR), /dev/shm and the work folder, at its own path, with the
+          files the grader put there bound read-only. Nothing the kernel writes reaches the disk.
       -- setpriv (drop to an unprivileged uid, no capabilities, no new privileges)
       -- prlimit (address space, processes, CPU time, file size, no core files)
       -- python -I student_runtime/_tinytorch_kernel.py -f <connection file>
@@ -72,6 +74,7 @@ MAX_RESTARTS = 2          # new kernels per submission after a crash or an ignor
 KERNEL_START_TIMEOUT = 60  # seconds a kernel may take to answer its first request
 TMPFS_BYTES = 256 * 2**20  # the kernel's private /tmp lives in memory: keep it small
 SHM_BYTES = 64 * 2**20     # /dev/shm, for multiprocessing semaphores (joblib, scikit-learn)
+WORKDIR_BYTES = 256 * 2**20  # the work folder a sandboxed kernel sees and writes is memory too
 MAX_FILE_BYTES = 512 * 2**20
 TRACEBACK_BYTES = 20_000   # an error output is always kept, but its traceback is cut to this
 UID_BASE = 1_880_000_000   # pool of unprivileged uids, one per kernel running at the same time
@@ -100,6 +103,17 @@ sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__
 sys.path_hooks[:] = [h for h in sys.path_hooks if "editable" not in getattr(h, "__module__", "").lower()]
 sys.path_importer_cache.clear()
 del _here
+
+# The kernel's private folders (inside the sandbox they live in its own /tmp) and matplotlib's
+# font list, copied so that matplotlib does not scan every font at its first import.
+for _name in ("HOME", "IPYTHONDIR", "MPLCONFIGDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR"):
+    if os.environ.get(_name):
+        os.makedirs(os.environ[_name], exist_ok=True)
+_seed = os.environ.pop("TINYTORCH_MPL_SEED", "")
+if _seed and os.path.isdir(_seed) and os.environ.get("MPLCONFIGDIR"):
+    import shutil
+    for _file in os.listdir(_seed):
+        shutil.copyfile(os.path.join(_seed, _file), os.path.join(os.environ["MPLCONFIGDIR"], _file))
 
 if len(sys.argv) > 1 and sys.argv[1] == "--fork-guard":
     # Unsandboxed, the kernel's parent would be the grader itself, which `os.kill(os.getppid(), 9)`
@@ -421,21 +435,19 @@ class _Kernel:
 
         self.limits = limits
         self.uid = uid
-        self.folder = Path(tempfile.mkdtemp(prefix="ttk-"))  # short: IPC socket paths are limited to ~100 bytes
-        for name in ("home", "ipython", "jupyter", "tmp"):
-            (self.folder / name).mkdir()
-        if (runtime / "mpl").is_dir():
-            shutil.copytree(runtime / "mpl", self.folder / "mpl")
-        else:
-            (self.folder / "mpl").mkdir()
+        self.runtime = runtime
+        # The connection file and the IPC sockets, shared with the grader; short, because IPC
+        # socket paths are limited to ~100 bytes. Unsandboxed, also the kernel's home and temp.
+        self.folder = Path(tempfile.mkdtemp(prefix="ttk-"))
         if uid is not None:
-            for path in [self.folder, *self.folder.rglob("*")]:
-                os.chown(path, uid, uid, follow_symlinks=False)
+            os.chown(self.folder, uid, uid)
         connection = self.folder / "kernel.json"
         write_connection_file(str(connection), transport="ipc", ip=str(self.folder / "ipc"),
                               key=secrets.token_hex(32).encode())
         if uid is not None:
-            os.chown(connection, uid, uid)
+            os.chown(connection, uid, uid)   # written 0600 by jupyter_client, for the kernel to read
+        if not limits.sandbox:
+            (self.folder / "tmp").mkdir()
         argv = self._argv(workdir, runtime, connection)
         self.process = subprocess.Popen(argv, cwd=str(workdir), env=self._env(limits.sandbox),
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -495,16 +507,23 @@ class _Kernel:
             argv += ["--ro-bind-try", path, path]
         mounted = ["/usr", "/tmp"]
         created = set()
-        readonly = [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), runtime]
-        writable = [self.folder, Path(workdir).resolve()]
-        for path in readonly + writable:
+        for path in (Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), runtime, self.folder):
             argv += _parent_dirs(path, mounted, created)
             mounted.append(str(path))
-            argv += ["--ro-bind" if path in readonly else "--bind", str(path), str(path)]
+            argv += ["--bind" if path == self.folder else "--ro-bind", str(path), str(path)]
             if path == Path(sys.prefix).resolve():
                 for hook in _editable_hooks():
                     argv += ["--ro-bind", "/dev/null", str(hook)]   # mask the instructor's editable install
-        argv += ["--chdir", str(Path(workdir).resolve())]
+        # The work folder the kernel sees is memory of a fixed size at the same path, holding the
+        # files the grader put there (read-only): whatever it writes cannot fill the grader's disk,
+        # and vanishes with the sandbox.
+        work = Path(workdir).resolve()
+        argv += _parent_dirs(work, mounted, created)
+        argv += ["--perms", "1777", "--size", str(WORKDIR_BYTES), "--tmpfs", str(work)]
+        for entry in sorted(work.iterdir()):
+            if entry.is_file() and not entry.is_symlink():
+                argv += ["--ro-bind", str(entry), str(entry)]
+        argv += ["--chdir", str(work)]
         wrapper = [shutil.which("prlimit"), *limit_args, "--"]
         if self.uid is not None:
             wrapper = [shutil.which("setpriv"), f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
@@ -512,12 +531,15 @@ class _Kernel:
         return argv + ["--"] + wrapper + python
 
     def _env(self, sandbox: bool) -> dict:
-        folder = str(self.folder)
+        # Sandboxed, home lives in the kernel's own /tmp (memory, capped, gone afterwards).
+        tmp = "/tmp" if sandbox else f"{self.folder}/tmp"
+        home = f"{tmp}/home"
         env = {
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
-            "HOME": f"{folder}/home", "IPYTHONDIR": f"{folder}/ipython", "MPLCONFIGDIR": f"{folder}/mpl",
-            "JUPYTER_CONFIG_DIR": f"{folder}/jupyter", "JUPYTER_DATA_DIR": f"{folder}/jupyter",
-            "JUPYTER_RUNTIME_DIR": f"{folder}/jupyter", "TMPDIR": "/tmp" if sandbox else f"{folder}/tmp",
+            "HOME": home, "IPYTHONDIR": f"{home}/.ipython", "MPLCONFIGDIR": f"{home}/.matplotlib",
+            "JUPYTER_CONFIG_DIR": f"{home}/.jupyter", "JUPYTER_DATA_DIR": f"{home}/.jupyter",
+            "JUPYTER_RUNTIME_DIR": f"{home}/.jupyter", "TMPDIR": tmp,
+            "TINYTORCH_MPL_SEED": str(self.runtime / "mpl"),
             "USER": "student", "LOGNAME": "student", "LANG": "C.UTF-8",
             "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
             "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1",
@@ -538,6 +560,16 @@ class _Kernel:
 
     def log_tail(self) -> str:
         return self._log_tail.decode("utf-8", "replace").strip()
+
+    def lock_folder(self):
+        """Once the kernel has bound its sockets, take its shared folder back: student code must
+        not be able to fill the grader's disk through it. (Not possible unless root: the kernel
+        then runs as the grader's own user.)"""
+        if self.uid is None:
+            return
+        for path in (self.folder / "kernel.json", self.folder):
+            os.chown(path, os.geteuid(), os.getegid())
+        os.chmod(self.folder, 0o755)
 
     def request(self, msg_type: str, content: dict) -> str:
         "Send a shell request; return its msg_id."
@@ -760,6 +792,7 @@ class _Run:
                     break
             if replied and published:
                 self.kernel.learn_namespace()
+                self.kernel.lock_folder()
                 return
             if not self.kernel.alive():
                 tail = self.kernel.log_tail().splitlines()
@@ -983,6 +1016,9 @@ def _tidy_streams(outputs):
 def execute_notebook(nb, workdir: Path, limits: KernelLimits) -> "ExecutionResult":
     """Run every code cell of (a copy of) `nb` in a fresh kernel whose working folder is `workdir`.
 
+    Sandboxed, the kernel sees `workdir` with the files in it (read-only) and may write there,
+    into memory capped at WORKDIR_BYTES: nothing it writes reaches the grader's `workdir`.
+
     Never raises for anything the notebook does; raises `SandboxUnavailable` when
     `limits.sandbox` is set and bubblewrap cannot run here, `ValueError` for a `workdir` that is
     not a folder. Outputs the submission brought with it are cleared first: a cell that does not
@@ -1008,9 +1044,6 @@ def execute_notebook(nb, workdir: Path, limits: KernelLimits) -> "ExecutionResul
     runtime = student_runtime()
     run = _Run(nb, workdir, limits)
     with _UidSlot(limits.sandbox) as slot:
-        if slot.uid is not None and limits.sandbox:
-            os.chown(workdir, slot.uid, slot.uid)
-            os.chmod(workdir, 0o700)
         position = 0
         try:
             while position < len(runnable):
