@@ -199,3 +199,18 @@ def test_validate_bad_files_give_clear_errors(tmp_path, released):
     assert result.returncode == 1 and "has no nbgrader cells" in result.stderr, result.stderr
     result = tito(tmp_path, "test", "cut.ipynb")
     assert result.returncode == 2 and "not JSON" in result.stderr, result.stderr
+
+
+def test_export_errors_name_the_file_and_the_fix(tmp_path_factory, released):
+    folder = tmp_path_factory.mktemp("cut")
+    text = Path(released).read_text()
+    (folder / NOTEBOOK).write_text(text[: len(text) // 3])
+    result = tito(folder, "export")
+    assert result.returncode == 1 and f"{NOTEBOOK} is not a valid notebook: not JSON" in result.stderr, result.stderr
+    # Code that does not even import: the export says so, naming the error.
+    def typo(grade_id, source):
+        return source.replace("return out", "return out)", 1) if grade_id == "conv2d_loops_solution" else source
+    folder = student_folder(tmp_path_factory, released, "syntax_error", edit=typo)
+    result = tito(folder, "export")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "`import tinytorch.core.spatial` fails" in result.stderr and "SyntaxError" in result.stderr, result.stderr

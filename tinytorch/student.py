@@ -92,6 +92,20 @@ def module_notebooks(folder: Path) -> list:
     return sorted(p for p in Path(folder).glob("*.ipynb") if is_module_notebook(p))
 
 
+def why_no_module_notebook(folder: Path) -> str:
+    "Why `folder` is not a student folder, in a sentence naming its notebooks."
+    reasons = []
+    for path in sorted(Path(folder).glob("*.ipynb")):
+        try:
+            read_notebook(path)
+            reasons.append(f"{path.name} has no nbgrader cells or no `#| default_exp` line")
+        except StudentError as error:
+            reasons.append(str(error).split(". If you")[0])
+    if not reasons:
+        return f"there is no notebook in {folder}: run tito in the folder holding your notebook (e.g. 09_spatial.ipynb)"
+    return "; ".join(reasons)
+
+
 # ---------------------------------------------------------------- student folder
 
 def _is_course_folder(folder: Path) -> bool:
@@ -157,8 +171,7 @@ def student_export(folder: Path) -> ExportResult:
     folder = Path(folder).resolve()
     notebooks = module_notebooks(folder)
     if not notebooks:
-        raise StudentError(f"no module notebook in {folder}: put your notebook (e.g. 09_spatial.ipynb, with its "
-                           f"nbgrader cells and its `#| default_exp` line) in this folder")
+        raise StudentError(f"no module notebook in {folder}: {why_no_module_notebook(folder)}")
     own_modules = {}
     for notebook in notebooks:
         for name in default_exports(notebook):

@@ -52,11 +52,16 @@ def export_sources(root: Path) -> list:
 
 
 def run_export(args) -> int:
-    from tinytorch.student import find_student_folder
+    from tinytorch.student import find_student_folder, why_no_module_notebook
     student = find_student_folder()
     if student is not None:
         return run_student_export(student)
-    root = project_root()
+    try:
+        root = project_root()
+    except FileNotFoundError as error:
+        print(f"tito export: neither a course folder ({error}) nor a student folder "
+              f"({why_no_module_notebook(Path.cwd())})", file=sys.stderr)
+        return 1
     nbdev_export(root)
     written = export_sources(root)
     print(f"exported nbs/ -> tinytorch/ and {', '.join(str(p.relative_to(root)) for p in written)}")
