@@ -6,7 +6,7 @@ export OMP_NUM_THREADS := 1
 export OPENBLAS_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 
-.PHONY: setup test demo export release check bench clean
+.PHONY: setup test demo export release check bench screenshots clean
 
 .venv/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -33,6 +33,10 @@ check: setup
 
 bench: setup
 	$(BIN)/tito bench
+
+# Refresh docs/screenshots/ from the browser test (a plain `make test` writes them to a temp folder).
+screenshots: setup
+	TINYTORCH_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_browser.py
 
 clean:
 	rm -rf .venv .pytest_cache .hypothesis
