@@ -6,12 +6,12 @@
 __all__ = ['batch_last', 'batch_first', 'output_size', 'keep_freed_memory', 'pad_batch_last', 'window', 'im2col', 'col2im',
            'conv2d_fast', 'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast']
 
-# %% ../../nbs/17_im2col.ipynb #2d9feabd
+# %% ../../nbs/17_im2col.ipynb #7f48a3a0
 import numpy as np
 
 from .tensor import Tensor
 
-# %% ../../nbs/17_im2col.ipynb #ab3a061e
+# %% ../../nbs/17_im2col.ipynb #63794e09
 def batch_last(array: np.ndarray) -> np.ndarray:
     "(N, C, H, W) view -> (C, H, W, N) view; no copy."
     return array.transpose(1, 2, 3, 0)
@@ -34,7 +34,7 @@ def _check_input(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple, w
                          f"the kernel {kernel_size[0]}×{kernel_size[1]}; output size would be {sizes}")
     return sizes
 
-# %% ../../nbs/17_im2col.ipynb #8ca347f9
+# %% ../../nbs/17_im2col.ipynb #97159f3c
 def keep_freed_memory(keep_bytes: int = 256 << 20) -> bool:
     "Ask glibc's malloc to reuse freed large blocks instead of unmapping them; False where unsupported."
     import ctypes, ctypes.util, sys
@@ -50,7 +50,7 @@ def keep_freed_memory(keep_bytes: int = 256 << 20) -> bool:
 
 keep_freed_memory()
 
-# %% ../../nbs/17_im2col.ipynb #1b5d713c
+# %% ../../nbs/17_im2col.ipynb #e290bb4f
 def pad_batch_last(x: np.ndarray, padding: tuple, value: float = 0.0) -> np.ndarray:
     "(C, H, W, N) -> (C, H + 2ph, W + 2pw, N), border filled with `value`."
     ph, pw = padding
@@ -87,7 +87,7 @@ def col2im(dcols: np.ndarray, padded_shape: tuple, kh: int, kw: int, out_h: int,
             window(dxp, ki, kj, out_h, out_w, stride)[...] += dcols[:, ki, kj]
     return dxp
 
-# %% ../../nbs/17_im2col.ipynb #abecc0b6
+# %% ../../nbs/17_im2col.ipynb #37593cde
 def conv2d_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) * (O, C, kh, kw) -> (N, O, out_h, out_w), by im2col and one matmul."
     o, c, kh, kw = weight.shape
@@ -119,7 +119,7 @@ def conv2d_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", stride: tuple,
     out = batch_first(out.reshape(o, out_h, out_w, n))                  # (N, O, out_h, out_w)
     return Tensor.from_op(out, parents, backward, "conv2d_fast")
 
-# %% ../../nbs/17_im2col.ipynb #7c7f4b69
+# %% ../../nbs/17_im2col.ipynb #78506839
 def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) -> (N, C, out_h, out_w): max over each window; padding never wins."
     kh, kw = kernel_size
@@ -157,7 +157,7 @@ def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple
 
     return Tensor.from_op(batch_first(best), (x,), backward, "max_pool2d_fast")
 
-# %% ../../nbs/17_im2col.ipynb #843d7666
+# %% ../../nbs/17_im2col.ipynb #595d160b
 def avg_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) -> (N, C, out_h, out_w): mean over each window, zeros padded count."
     kh, kw = kernel_size
@@ -181,7 +181,7 @@ def avg_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple
 
     return Tensor.from_op(batch_first(total), (x,), backward, "avg_pool2d_fast")
 
-# %% ../../nbs/17_im2col.ipynb #23e20481
+# %% ../../nbs/17_im2col.ipynb #d1b1f485
 def batch_norm2d_fast(x: Tensor, gamma: Tensor, beta: Tensor, running_mean: np.ndarray, running_var: np.ndarray,
                       training: bool, momentum: float, eps: float) -> Tensor:
     "(N, C, H, W) -> (N, C, H, W), normalised per channel; updates the running statistics in training."
