@@ -26,19 +26,19 @@ user's uid inside a user namespace and its process cap is that user's current ta
 `max_processes`, a headroom that parallel kernels share.
 
 Output: the kernel stops forwarding printed text a little past `max_output_bytes` (a courtesy
-that makes a flood cheap), and the grader keeps at most `max_output_bytes` and refuses any single
-message above a few times that (the guarantee). Error outputs are always kept, tracebacks cut.
-Kernel messages are signed with a key the kernel knows, so student code can publish messages:
-requests carry random ids, and a cell ends only when a later request is answered, so a cell can
-neither end itself early nor publish into a cell that has not started yet. Its code (or a thread
-it leaves running) can still print anything into the cell that is running: the grader compares
-recorded values, it never trusts a printed verdict.
+that makes a flood cheap), and the grader keeps at most `max_output_bytes` (the guarantee). Its
+sockets refuse any single message above 8 x `max_output_bytes` + 1 MiB, so the grader never holds
+one; zmq then drops that connection for good, so the kernel is stopped as if it had crashed
+("sent more than N bytes at once") and a new one goes on. Error outputs are always kept,
+tracebacks cut.
 
-The kernel never imports the instructor's checkout: the virtual environment has `tinytorch`
-installed editable from the course folder, whose `core/spatial.py` and `core/im2col.py` hold the
-solutions. The course folder is not mounted, the editable-install hook is masked, and a
-"student runtime" copy holding only what a student's notebook needs comes first on `sys.path`.
-Python runs with `-I` (safe path), so nothing in the working folder shadows a library.
+Kernel messages are signed with a key the kernel holds, so student code can publish messages.
+Requests carry random ids (jupyter_client numbers them, so a cell could predict the next one's),
+and a cell ends when a second request, sent right after it, is answered: the kernel answers in
+order, so a faked reply or end-of-output status does not end the cell early. Code that reads the
+kernel's own sockets could still fake that answer too, and any cell's code (or a thread it left
+running) can print anything into the cell that is running: the grader must compare recorded
+values with its reference, never trust a printed or reported verdict alone.
 
 Faults (see `execute_notebook`): a cell past `cell_timeout` is interrupted (SIGINT) and the
 notebook goes on; a kernel that ignores the interrupt, or dies, is ended and a new kernel is
@@ -80,7 +80,7 @@ TRACEBACK_BYTES = 20_000   # an error output is always kept, but its traceback i
 UID_BASE = 1_880_000_000   # pool of unprivileged uids, one per kernel running at the same time
 UID_SLOTS = 512
 KERNEL_OUTPUT_SLACK = 65536  # the kernel forwards this much past the cap, so the grader sees the cut
-IDLE_AFTER_REPLY = 2.0       # seconds to wait for the end of a cell's output once its reply came
+IDLE_AFTER_REPLY = 2.0       # seconds to wait for the end of a cell's output once it has surely ended
 
 # Files of the package a student's notebook may import; everything else (the solutions in
 # core/spatial.py and core/im2col.py, the grading tools) stays out of the kernel's reach.
@@ -466,15 +466,22 @@ class _Kernel:
         shell = self.context.socket(zmq.DEALER)
         iopub = self.context.socket(zmq.SUB)
         iopub.setsockopt(zmq.SUBSCRIBE, b"")
-        iopub.setsockopt(zmq.MAXMSGSIZE, 8 * int(limits.max_output_bytes) + 2**20)
+        # Both sockets refuse a message above a few times the output cap: a giant traceback must
+        # not exhaust the grader's memory either (a cell whose reply is refused counts as failed).
+        self.max_message = 8 * int(limits.max_output_bytes) + 2**20
+        for socket in (shell, iopub):
+            socket.setsockopt(zmq.MAXMSGSIZE, self.max_message)
         for socket, port in ((shell, info["shell_port"]), (iopub, info["iopub_port"])):
             socket.linger = 0
             socket.connect(f"ipc://{info['ip']}-{port}")
         self.shell = ZMQSocketChannel(shell, self.session)
         self.iopub = ZMQSocketChannel(iopub, self.session)
+        # Refusing a message drops the connection for good (zmq does not bring it back): the
+        # monitors say so, and the kernel is then stopped like one that crashed.
+        self.monitors = [socket.get_monitor_socket(zmq.EVENT_DISCONNECTED) for socket in (shell, iopub)]
         self.poller = zmq.Poller()
-        self.poller.register(iopub, zmq.POLLIN)
-        self.poller.register(shell, zmq.POLLIN)
+        for socket in (iopub, shell, *self.monitors):
+            self.poller.register(socket, zmq.POLLIN)
 
     def _argv(self, workdir: Path, runtime: Path, connection: Path) -> list:
         limits = self.limits
@@ -644,7 +651,12 @@ class _Kernel:
 
     def stop(self):
         "End the kernel and every process it started; return once none is left."
-        for channel in (self.shell, self.iopub):
+        for channel, monitor in zip((self.shell, self.iopub), self.monitors):
+            try:
+                channel.socket.disable_monitor()
+            except Exception:
+                pass
+            monitor.close(linger=0)
             channel.close()
         try:
             self.context.destroy(linger=0)
@@ -748,9 +760,10 @@ _BACKSPACE = re.compile(r"[^\n]\x08")
 class _Stopped(Exception):
     "The kernel can go no further: it died, ignored an interrupt, or the submission ran out of time."
 
-    def __init__(self, kind: str, words: str, final: bool = False):
+    def __init__(self, kind: str, words: str, final: bool = False, ename: str = ""):
         super().__init__(words)
         self.kind, self.words = kind, words
+        self.ename = ename or ("CellTimeoutError" if kind == "timeout" else "DeadKernelError")
         self.final = final   # True: starting another kernel cannot help (no time left, kernel cannot start)
 
 
@@ -782,7 +795,7 @@ class _Run:
             replied = published = False
             while time.monotonic() < wait_until and not (replied and published):
                 for channel, msg in self._poll(0.05):
-                    if msg["parent_header"].get("msg_id") != msg_id:
+                    if msg is None or msg["parent_header"].get("msg_id") != msg_id:
                         continue
                     if channel == "shell":
                         replied = True
@@ -810,6 +823,11 @@ class _Run:
         kernel = self.kernel
         ready = dict(kernel.poller.poll(max(0, int(timeout * 1000))))
         found = []
+        for monitor in kernel.monitors:
+            if monitor in ready:
+                while monitor.poll(0):
+                    monitor.recv_multipart()
+                    found.append(("disconnected", None))
         for name, channel in (("iopub", kernel.iopub), ("shell", kernel.shell)):
             if channel.socket in ready:
                 while channel.msg_ready():
@@ -831,58 +849,63 @@ class _Run:
         msg_id = self.kernel.request("execute_request", {
             "code": cell.source, "silent": False, "store_history": keep_output, "user_expressions": {},
             "allow_stdin": False, "stop_on_error": False})
+        # The kernel answers shell requests in order, so the answer to this second request says
+        # the cell has ended, whatever the cell's own code publishes: it can sign messages, and
+        # could fake its reply and end-of-output status. Requests carry random ids, so the cell
+        # cannot know this one's id without reading the kernel's sockets (see the module notes).
+        sync_id = self.kernel.request("kernel_info_request", {})
         cell_deadline = time.monotonic() + float(limits.cell_timeout)
         grace = min(10.0, max(3.0, float(limits.cell_timeout) / 4))   # to answer an interrupt
         interrupted_at = None
-        reply = idle = None
-        replied_at = None
-        sync_id = synced = None
+        reply = idle = synced_at = None
         outputs = cell.outputs if keep_output else []
         self.clear_pending = False
-        while not synced:
+        while True:
             now = time.monotonic()
-            if reply is not None and idle is None and now >= replied_at + IDLE_AFTER_REPLY:
-                idle = True   # the end-of-output status was lost (e.g. an oversized message was refused)
-            if reply is not None and idle is not None and sync_id is None:
-                # The cell's own code can publish a fake reply and idle status for itself. The kernel
-                # answers shell requests in order, so the reply to this request (whose random id
-                # the cell cannot know) proves the cell really finished; output that comes
-                # until then still belongs to the cell.
-                sync_id = self.kernel.request("kernel_info_request", {})
-            if now >= self.deadline:
-                raise _Stopped("timeout", f"the notebook ran past the {_seconds(limits.submission_timeout)} "
-                                          f"limit for a whole submission in {self.name(index)}", final=True)
-            if interrupted_at is None and now >= cell_deadline:
-                self.kernel.interrupt()
-                interrupted_at = now
-                if keep_output:
-                    self.timed_out.append(index)
-            if interrupted_at is not None and reply is None:
-                self.kernel.end_strays()   # a fork bomb's copies must not starve the kernel's answer
-            if interrupted_at is not None and now >= interrupted_at + grace:
-                raise _Stopped("timeout", f"{self.name(index)} ran past the {_seconds(limits.cell_timeout)} limit "
-                                          "and did not stop when interrupted, so its kernel was stopped")
-            limit = min(self.deadline, cell_deadline if interrupted_at is None else interrupted_at + grace)
+            if synced_at is not None and (idle is not None or now >= synced_at + IDLE_AFTER_REPLY):
+                break   # ended, and its output is complete (or its end-of-output status was lost)
+            if synced_at is None:
+                if now >= self.deadline:
+                    raise _Stopped("timeout", f"the notebook ran past the {_seconds(limits.submission_timeout)} "
+                                              f"limit for a whole submission in {self.name(index)}", final=True)
+                if interrupted_at is None and now >= cell_deadline:
+                    self.kernel.interrupt()
+                    interrupted_at = now
+                    if keep_output:
+                        self.timed_out.append(index)
+                if interrupted_at is not None:
+                    self.kernel.end_strays()   # a fork bomb's copies must not starve the kernel's answer
+                    if now >= interrupted_at + grace:
+                        raise _Stopped("timeout", f"{self.name(index)} ran past the {_seconds(limits.cell_timeout)} "
+                                                  "limit and did not stop when interrupted, so its kernel was stopped")
+                limit = min(self.deadline, cell_deadline if interrupted_at is None else interrupted_at + grace)
+            else:
+                limit = synced_at + IDLE_AFTER_REPLY
             for channel, msg in self._poll(min(0.2, max(0.0, limit - now))):
-                if channel == "shell" and sync_id is not None and msg["parent_header"].get("msg_id") == sync_id:
-                    synced = True
+                if channel == "disconnected":
+                    self._lost_connection(index)
+                parent = msg["parent_header"].get("msg_id")
+                if channel == "shell" and parent == sync_id:
+                    synced_at = synced_at or time.monotonic()
+                elif parent != msg_id:
                     continue
-                if msg["parent_header"].get("msg_id") != msg_id:
-                    continue
-                if channel == "shell":
+                elif channel == "shell":
                     if msg["msg_type"] == "execute_reply":
                         # The last reply is the kernel's; an earlier one may be forged. Any reply
                         # saying "error" counts (a forged one can only cost the student).
-                        replied_at = replied_at or time.monotonic()
                         if reply is None or reply["content"].get("status") != "error":
                             reply = msg
                 elif msg["msg_type"] == "status":
-                    if msg["content"].get("execution_state") == "idle":
-                        idle = msg
+                    if msg["content"].get("execution_state") == "idle" and synced_at is not None:
+                        idle = msg   # only an idle after the sync answer is surely the kernel's
+                    elif msg["content"].get("execution_state") == "idle":
+                        idle = idle or msg
                 elif keep_output:
                     self.handle_output(cell, outputs, msg)
-            if not synced and not self.kernel.alive():
+            if synced_at is None and not self.kernel.alive():
                 raise _Stopped("crashed", f"{_describe_exit(self.kernel.exit_code())} in {self.name(index)}")
+        if reply is None:   # ended (the kernel said so) without a reply: count it as failed
+            reply = {"content": {"status": "error", "ename": "NoReply", "evalue": "the kernel sent no reply"}}
         failed = reply["content"].get("status") == "error"
         if keep_output:
             if failed and not any(out.get("output_type") == "error" for out in outputs):
@@ -898,6 +921,16 @@ class _Run:
             self.kernel.end_strays()
             return "timeout"
         return "error" if failed else "ok"
+
+    def _lost_connection(self, index: int):
+        "A socket to the kernel dropped: the kernel died, or sent a message above the size cap."
+        deadline = time.monotonic() + 1.0
+        while self.kernel.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not self.kernel.alive():
+            raise _Stopped("crashed", f"{_describe_exit(self.kernel.exit_code())} in {self.name(index)}")
+        raise _Stopped("crashed", f"{self.name(index)} sent more than {self.kernel.max_message:,} bytes at once "
+                                  "(output is capped), so its kernel was stopped", ename="OutputTooLarge")
 
     def handle_output(self, cell, outputs, msg):
         from nbformat.v4 import output_from_msg
@@ -1068,8 +1101,7 @@ def execute_notebook(nb, workdir: Path, limits: KernelLimits) -> "ExecutionResul
                     index = runnable[position]
                     run.events.append((stop.kind, stop.words))
                     cell = nb.cells[index]
-                    cell.outputs.append(_error_output(
-                        "CellTimeoutError" if stop.kind == "timeout" else "DeadKernelError", stop.words))
+                    cell.outputs.append(_error_output(stop.ename, stop.words))
                     if run.kernel is not None:
                         run.kernel.stop()
                         run.kernel = None
