@@ -49,6 +49,7 @@ def atomic_write(path: Path, data, mode: str = "w") -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        os.chmod(temp, 0o644)   # mkstemp makes it private; grades and feedback are meant to be read
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
