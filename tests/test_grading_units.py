@@ -113,7 +113,8 @@ REFERENCE = {"double_test": {"double_test:vec": (np.array([0.0, 2.0, 4.0]), "dou
     (encode_record("double_test:vec", [0.0, 2.0, 4.1], "") + "\n", None, 0.0, ["double every element"]),
     (encode_record("double_test:vec", [0.0, 2.0], "") + "\n", None, 0.0, ["double every element"]),
     ("all good!\n", None, 0.0, ["double every element (no result was recorded)"]),
-    (encode_record("double_test:vec", [0.0, 2.0, 4.0], "") + "\n", "AssertionError", 0.0, ["AssertionError: boom"]),
+    (encode_record("double_test:vec", [0.0, 2.0, 4.0], "") + "\n", "AssertionError", 0.0, ["boom"]),
+    ("", "NameError", 0.0, ["NameError: boom"]),
 ])
 def test_a_cell_scores_only_with_no_error_and_every_reference_record_matching(printed, error, points, reasons):
     got, messages = score_cells(executed_test_cell(printed, error), [("double_test", 2.0)], REFERENCE)

@@ -70,5 +70,5 @@ def run_demo(root: Path, out: Path | None = None, jobs: int | None = None, no_sa
     print(f"grades:    {report.csv_path}")
     print(f"feedback:  {report.feedback_dir}/<student>/{module}.html  "
           f"(e.g. {report.feedback_dir / 'bug_max_init_zero' / (module + '.html')})")
-    print(f"gradebook: {out / 'gradebook.db'} (plain nbgrader works there: cd {out} && nbgrader list)")
+    print(f"gradebook: {out / 'gradebook.db'} (plain nbgrader works there: cd {out} && nbgrader db assignment list)")
     return 0

@@ -40,7 +40,10 @@ def error_summary(error) -> str:
     value = str(error.get("evalue", "")).strip().splitlines()
     # Record marker lines are protocol data, never a message.
     value = [line for line in value if MARKER not in line]
-    return f"{name}: {short(value[0])}" if value and value[0].strip() else name
+    if not value or not value[0].strip():
+        return name
+    # A failing check's message is its concept in a student's words: show it alone.
+    return short(value[0]) if name == "AssertionError" else f"{name}: {short(value[0])}"
 
 
 def reference_records_of(executed) -> dict:
