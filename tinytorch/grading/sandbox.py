@@ -58,6 +58,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -329,12 +330,12 @@ def _all_pids() -> list:
 
 
 def _children(pid: int) -> list:
-    found = []
+    children = []
     for other in _all_pids():
-        stat = _proc_stat(other)
-        if stat and stat[0] == pid:
-            found.append(other)
-    return found
+        info = _proc_stat(other)
+        if info and info[0] == pid:
+            children.append(other)
+    return children
 
 
 def _tasks_of_uid(uid: int) -> int:
@@ -403,10 +404,15 @@ class _UidSlot:
     def __enter__(self):
         if os.geteuid() != 0 or not self.wanted:
             return self
-        folder = Path(tempfile.gettempdir()) / "tinytorch-sandbox-uids"
+        # One folder for every grader process on the machine (so TMPDIR must not split it), where
+        # only root can write: nobody else may hold a slot or plant a link for root to follow.
+        folder = Path("/run" if os.access("/run", os.W_OK) else "/tmp") / "tinytorch-sandbox-uids"
         folder.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+            raise RuntimeError(f"{folder} must be a folder owned by root and writable by root only")
         for slot in range(UID_SLOTS):
-            handle = open(folder / f"slot-{slot}", "a+")
+            handle = os.fdopen(os.open(folder / f"slot-{slot}", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -605,9 +611,9 @@ class _Kernel:
         if self.namespace is not None:
             return
         for child in _children(self.process.pid):
-            stat = _proc_stat(child)
-            if stat:
-                self.init_pid, self.namespace = child, stat[1]
+            info = _proc_stat(child)
+            if info:
+                self.init_pid, self.namespace = child, info[1]
                 return
 
     def kernel_pid(self):
@@ -725,9 +731,9 @@ def _editable_hooks() -> list:
 def _descendants(pid: int) -> list:
     parents = {}
     for other in _all_pids():
-        stat = _proc_stat(other)
-        if stat:
-            parents.setdefault(stat[0], []).append(other)
+        info = _proc_stat(other)
+        if info:
+            parents.setdefault(info[0], []).append(other)
     found, todo = [], [pid]
     while todo:
         for child in parents.get(todo.pop(), []):
