@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from tinytorch.core.im2col import (avg_pool2d_fast, batch_norm2d_fast, col2im, conv2d_fast, im2col,
-                                   max_pool2d_fast, output_size)
+from tinytorch.core.im2col import (avg_pool2d_fast, batch_norm2d_fast, col2im, conv2d_fast,
+                                   conv2d_relu_maxpool2_fast, im2col, max_pool2d_fast, output_size)
 from tinytorch.core.tensor import Tensor
 
 TOL64 = dict(rtol=1e-10, atol=1e-10)   # float64: the two sides differ only by summation order
@@ -264,3 +264,18 @@ def test_simplecnn_fast_equals_loops():
         manual_seed(0)
         return float64_parameters(SimpleCNN(3, 10, 8, impl=impl), 1)
     assert_loops_equal_fast(make, x, "SimpleCNN(3, 10, 8)")
+
+
+@FAST
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 4), st.integers(2, 7), st.integers(2, 7),
+       st.sampled_from([1, 3]), st.booleans(), st.integers(0, 2**16))
+def test_fused_conv_relu_pool_matches_torch(n, c, o, h, w, k, with_bias, seed):
+    """The measured extra of Module 17 computes exactly maxpool2(relu(conv)), ReLU's zeros included."""
+    padding = (k // 2, k // 2)
+    rng = np.random.default_rng(seed)
+    inputs = [rng.standard_normal((n, c, h, w)), rng.standard_normal((o, c, k, k))]
+    inputs += [rng.standard_normal(o)] if with_bias else []
+    compare_with_torch(
+        lambda x, wt, *b: conv2d_relu_maxpool2_fast(x, wt, b[0] if b else None, padding),
+        lambda x, wt, *b: F.max_pool2d(F.relu(F.conv2d(x, wt, b[0] if b else None, padding=padding)), 2),
+        inputs, f"conv→relu→pool {(n, c, h, w)} k{k}")

@@ -4,14 +4,14 @@
 
 # %% auto #0
 __all__ = ['batch_last', 'batch_first', 'output_size', 'keep_freed_memory', 'pad_batch_last', 'window', 'im2col', 'col2im',
-           'conv2d_fast', 'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast']
+           'conv2d_fast', 'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast', 'conv2d_relu_maxpool2_fast']
 
-# %% ../../nbs/17_im2col.ipynb #7f48a3a0
+# %% ../../nbs/17_im2col.ipynb #a3019d8e
 import numpy as np
 
 from .tensor import Tensor
 
-# %% ../../nbs/17_im2col.ipynb #63794e09
+# %% ../../nbs/17_im2col.ipynb #fb6986a4
 def batch_last(array: np.ndarray) -> np.ndarray:
     "(N, C, H, W) view -> (C, H, W, N) view; no copy."
     return array.transpose(1, 2, 3, 0)
@@ -34,7 +34,7 @@ def _check_input(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple, w
                          f"the kernel {kernel_size[0]}×{kernel_size[1]}; output size would be {sizes}")
     return sizes
 
-# %% ../../nbs/17_im2col.ipynb #97159f3c
+# %% ../../nbs/17_im2col.ipynb #aeca8731
 def keep_freed_memory(keep_bytes: int = 256 << 20) -> bool:
     "Ask glibc's malloc to reuse freed large blocks instead of unmapping them; False where unsupported."
     import ctypes, ctypes.util, sys
@@ -50,7 +50,7 @@ def keep_freed_memory(keep_bytes: int = 256 << 20) -> bool:
 
 keep_freed_memory()
 
-# %% ../../nbs/17_im2col.ipynb #e290bb4f
+# %% ../../nbs/17_im2col.ipynb #ed3e7bae
 def pad_batch_last(x: np.ndarray, padding: tuple, value: float = 0.0) -> np.ndarray:
     "(C, H, W, N) -> (C, H + 2ph, W + 2pw, N), border filled with `value`."
     ph, pw = padding
@@ -87,7 +87,7 @@ def col2im(dcols: np.ndarray, padded_shape: tuple, kh: int, kw: int, out_h: int,
             window(dxp, ki, kj, out_h, out_w, stride)[...] += dcols[:, ki, kj]
     return dxp
 
-# %% ../../nbs/17_im2col.ipynb #37593cde
+# %% ../../nbs/17_im2col.ipynb #6fc45103
 def conv2d_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) * (O, C, kh, kw) -> (N, O, out_h, out_w), by im2col and one matmul."
     o, c, kh, kw = weight.shape
@@ -119,7 +119,7 @@ def conv2d_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", stride: tuple,
     out = batch_first(out.reshape(o, out_h, out_w, n))                  # (N, O, out_h, out_w)
     return Tensor.from_op(out, parents, backward, "conv2d_fast")
 
-# %% ../../nbs/17_im2col.ipynb #78506839
+# %% ../../nbs/17_im2col.ipynb #147415df
 def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) -> (N, C, out_h, out_w): max over each window; padding never wins."
     kh, kw = kernel_size
@@ -157,7 +157,7 @@ def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple
 
     return Tensor.from_op(batch_first(best), (x,), backward, "max_pool2d_fast")
 
-# %% ../../nbs/17_im2col.ipynb #595d160b
+# %% ../../nbs/17_im2col.ipynb #b22dc9eb
 def avg_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) -> (N, C, out_h, out_w): mean over each window, zeros padded count."
     kh, kw = kernel_size
@@ -181,7 +181,7 @@ def avg_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple
 
     return Tensor.from_op(batch_first(total), (x,), backward, "avg_pool2d_fast")
 
-# %% ../../nbs/17_im2col.ipynb #d1b1f485
+# %% ../../nbs/17_im2col.ipynb #0a95caf1
 def batch_norm2d_fast(x: Tensor, gamma: Tensor, beta: Tensor, running_mean: np.ndarray, running_var: np.ndarray,
                       training: bool, momentum: float, eps: float) -> Tensor:
     "(N, C, H, W) -> (N, C, H, W), normalised per channel; updates the running statistics in training."
@@ -223,3 +223,49 @@ def batch_norm2d_fast(x: Tensor, gamma: Tensor, beta: Tensor, running_mean: np.n
         return batch_first(grad_x), grad_gamma, grad_beta
 
     return Tensor.from_op(batch_first(out), (x, gamma, beta), backward, "batch_norm2d_fast")
+
+# %% ../../nbs/17_im2col.ipynb #f9bcf818
+def conv2d_relu_maxpool2_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", padding: tuple) -> Tensor:
+    "maxpool2×2(relu(conv2d(x, stride 1))) in one op: (N, C, H, W) -> (N, O, out_h // 2, out_w // 2)."
+    o, c, kh, kw = weight.shape
+    out_h, out_w = _check_input(x, (kh, kw), (1, 1), padding, "conv2d_relu_maxpool2")
+    n, _, h, w = x.shape
+    pool_h, pool_w = out_h // 2, out_w // 2
+    xp = pad_batch_last(batch_last(x.data), padding)                   # (C, Hp, Wp, N)
+    cols = im2col(xp, kh, kw, out_h, out_w, (1, 1))                     # (C·kh·kw, out_h·out_w·N)
+    weight_matrix = weight.data.astype(x.dtype, copy=False).reshape(o, c * kh * kw)
+    activation = weight_matrix @ cols                                   # (O, out_h·out_w·N)
+    if bias is not None:
+        activation += bias.data.astype(x.dtype, copy=False)[:, None]
+    np.maximum(activation, 0, out=activation)                           # ReLU in place
+    activation = activation.reshape(o, out_h, out_w, n)                 # (O, out_h, out_w, N)
+    best = window(activation, 0, 0, pool_h, pool_w, (2, 2)).copy()      # (O, pool_h, pool_w, N)
+    winner = np.zeros(best.shape, dtype=np.uint8)
+    greater, claim = np.empty(best.shape, dtype=bool), np.empty(best.shape, dtype=np.uint8)
+    for offset in range(1, 4):
+        candidate = window(activation, *divmod(offset, 2), pool_h, pool_w, (2, 2))
+        np.greater(candidate, best, out=greater)
+        np.maximum(best, candidate, out=best)
+        np.multiply(greater, np.uint8(offset), out=claim)
+        np.maximum(winner, claim, out=winner)
+
+    def backward(grad):
+        grad = batch_last(grad)                                          # (O, pool_h, pool_w, N)
+        # a winner that ReLU clipped to 0 passes no gradient, exactly as relu's mask would
+        routed = grad * (best > 0)
+        grad_activation = np.zeros_like(activation)                      # (O, out_h, out_w, N)
+        for offset in range(4):
+            np.multiply(routed, winner == offset, out=window(grad_activation, *divmod(offset, 2), pool_h, pool_w, (2, 2)))
+        grad_activation = grad_activation.reshape(o, out_h * out_w * n)
+        grad_weight = (grad_activation @ cols.T).reshape(o, c, kh, kw)
+        grad_x = None
+        if x.requires_grad:
+            dxp = col2im(weight_matrix.T @ grad_activation, xp.shape, kh, kw, out_h, out_w, (1, 1))
+            ph, pw = padding
+            grad_x = batch_first(dxp[:, ph:ph + h, pw:pw + w])            # (N, C, H, W)
+        if bias is None:
+            return grad_x, grad_weight
+        return grad_x, grad_weight, grad_activation.sum(axis=1)
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor.from_op(batch_first(best), parents, backward, "conv2d_relu_maxpool2_fast")
