@@ -99,7 +99,7 @@ def hidden_paths() -> list:
         # Entries on the way to the Python installation stay (as bare folders); all others vanish.
         if not (python_home == entry or entry in python_home.parents):
             paths.append(entry)
-    return [str(p) for p in paths]
+    return [str(p) for p in paths if os.path.lexists(p)]   # a check of a missing path proves nothing
 
 
 CASES = {
@@ -178,19 +178,18 @@ CASES = {
         "raise ValueError('e' * 3_000_000)",
         HONEST]),
     "forges_messages": (ROOMY, [
-        # Code in a cell can sign kernel messages: it forges an early "ok" reply and idle
-        # status for its own cell and then fails, and tries to publish output for the next cell.
+        # Code in a cell can sign kernel messages: it fakes an early "ok" reply and idle status
+        # for its own cell and then fails; and it publishes output under the id the next request
+        # would have with jupyter_client's numbered ids (session_pid_count).
         "kernel = get_ipython().kernel\n"
         "parent = kernel.get_parent()\n"
-        "session, socket = kernel.session, kernel.shell_stream\n"
+        "grader = kernel._parent_ident['shell']   # the grader's routing id on the shell socket\n"
         "kernel.session.send(kernel.iopub_socket, 'status', {'execution_state': 'idle'}, parent=parent)\n"
-        "kernel.session.send(socket, 'execute_reply', {'status': 'ok', 'execution_count': 1}, parent=parent,"
-        " ident=parent.get('_idents', kernel._parent_ident.get('shell', b'')) if hasattr(kernel, '_parent_ident')"
-        " else None)\n"
+        "kernel.session.send(kernel.shell_stream, 'execute_reply', {'status': 'ok', 'execution_count': 1},"
+        " parent=parent, ident=grader)\n"
         "import time\ntime.sleep(0.5)\n"
-        "guess = dict(parent['header'])\n"
-        "head, pid, count = guess['msg_id'].rsplit('_', 2) if guess['msg_id'].count('_') >= 2 else ('x', '0', '0')\n"
-        "guess['msg_id'] = f'{head}_{pid}_{int(count) + 2}'\n"
+        "head, _, count = parent['header']['msg_id'].rpartition('_')\n"
+        "guess = dict(parent['header'], msg_id=f'{head}_{int(count) + 2}' if count.isdigit() else 'x')\n"
         "kernel.session.send(kernel.iopub_socket, 'stream', {'name': 'stdout', 'text': 'FORGED'},"
         " parent={'header': guess})\n"
         "raise AssertionError('the real failure')",
@@ -333,6 +332,7 @@ def batch(tmp_path_factory):
             results[name] = future.result()
     stop.set()
     watcher.join()
+    LISTENER.close()
     results["_accepted"] = accepted
     results["_processes"] = [process.communicate(timeout=300)[0].split() for process in processes]
     return results
