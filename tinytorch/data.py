@@ -129,13 +129,13 @@ def load_cifar10(data_dir, train_limit: int | None = None, test_limit: int | Non
     return ImageData("cifar10", x_train, y_train, x_test, y_test, class_names, mean, std)
 
 
-def load_dataset(name: str, data_dir=None, **limits) -> ImageData:
-    "`digits` (bundled with scikit-learn) or `cifar10` (needs `data_dir`)."
+def load_dataset(name: str, data_dir=None, train_limit: int | None = None, test_limit: int | None = None) -> ImageData:
+    "`digits` (bundled with scikit-learn) or `cifar10` (needs `data_dir`); optionally only the first images."
     if name == "digits":
-        return load_digits()
+        return load_digits().subset(train_limit, test_limit)
     if name == "cifar10":
         if data_dir is None:
             raise ValueError("--data cifar10 needs --data-dir, the folder holding the CIFAR-10 python batches "
                              f"({', '.join((*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE))})")
-        return load_cifar10(data_dir, **limits)
+        return load_cifar10(data_dir, train_limit, test_limit)
     raise ValueError(f"unknown dataset {name!r}: expected 'digits' or 'cifar10'")

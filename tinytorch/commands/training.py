@@ -46,12 +46,10 @@ def run_train(args) -> int:
     from tinytorch.data import load_dataset
 
     try:
-        data = load_dataset(args.data, args.data_dir)
+        data = load_dataset(args.data, args.data_dir, args.train_limit, args.test_limit)
     except (FileNotFoundError, ValueError) as error:
         print(f"tito train: {error}", file=sys.stderr)
         return 2
-    if args.train_limit or args.test_limit:
-        data = data.subset(args.train_limit, args.test_limit)
     defaults = DEFAULTS[args.data]
     try:
         config = TrainConfig(
