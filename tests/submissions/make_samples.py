@@ -1,6 +1,7 @@
 """(Re)generate the sample submissions in tests/submissions/submitted/ from the course notebook.
 
     .venv/bin/python tests/submissions/make_samples.py            # from source/ and release/ of the project
+    .venv/bin/python tests/submissions/make_samples.py --expect-from COURSE/grades.csv   # after reviewing a batch
 
 Every sample starts from the released notebook (what a student is handed, nbgrader metadata
 and checksums included) with the solution regions of source/ filled in ("reference"); the
@@ -347,7 +348,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--course", type=Path, default=ROOT, help="course folder with source/ and release/")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--expect-from", type=Path, default=None, metavar="GRADES_CSV",
+                        help="write expected_grades.json from a grades.csv you have reviewed, and stop")
     args = parser.parse_args(argv)
+    if args.expect_from:
+        import csv
+        with open(args.expect_from, newline="", encoding="utf-8") as handle:
+            table = {row["student_id"]: [float(row["score"]), row["status"], row["detail"]]
+                     for row in csv.DictReader(handle)}
+        (args.out / "expected_grades.json").write_text(
+            json.dumps(table, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {len(table)} expectations to {args.out / 'expected_grades.json'}")
+        return 0
     source = json.loads((args.course / "source" / MODULE / NOTEBOOK).read_text(encoding="utf-8"))
     release = json.loads((args.course / "release" / MODULE / NOTEBOOK).read_text(encoding="utf-8"))
     samples = all_samples(source, release)
