@@ -25,6 +25,22 @@ LAYERS = [
     ("batchnorm 16", ("batchnorm", 16), (BATCH, 16, 32, 32), (2, 16, 8, 8)),
 ]
 SIMPLECNN = ("SimpleCNN(3,10,32)", (BATCH, 3, 32, 32), (2, 3, 16, 16))
+FUSED = "  fused (extra)"   # Module 17's conv→ReLU→pool in one op; compared with torch's SimpleCNN
+
+
+class FusedSimpleCNN:
+    "SimpleCNN's forward with each conv→ReLU→max-pool block as one fused op (same parameters)."
+    def __init__(self, model):
+        self.model = model
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def __call__(self, x):
+        from tinytorch.core.im2col import conv2d_relu_maxpool2_fast
+        for conv in (self.model.conv1, self.model.conv2):
+            x = conv2d_relu_maxpool2_fast(x, conv.weight, conv.bias, conv.padding)
+        return self.model.fc(x.flatten(1))
 
 
 # CPU time of this (single-threaded) process: on a shared machine, waiting for a core is not our cost
@@ -92,6 +108,7 @@ def ours_layers() -> dict:
             "fast_small_ms": best_ms(ours_step(ours_layer(spec, "fast"), small, False), 50),
         }
     name, shape, small = SIMPLECNN
+    rows[FUSED] = {"fast_ms": best_ms(ours_step(FusedSimpleCNN(SimpleCNN(3, 10, 32, impl="fast")), shape, True), 30)}
     rows[name] = {
         "fast_ms": best_ms(ours_step(SimpleCNN(3, 10, 32, impl="fast"), shape, True), 30),
         "loops_small_ms": best_ms(ours_step(SimpleCNN(3, 10, 16, impl="loops"), small, True), 3, warmup=1),

@@ -46,19 +46,26 @@ def best_of_rounds(root, rounds: int) -> tuple:
 
 def layer_table(ours: dict, theirs: dict) -> str:
     sys.path.insert(0, str(_root() / "benchmarks"))
-    from run import LAYERS, SIMPLECNN
+    from run import FUSED, LAYERS, SIMPLECNN
     shapes = {name: (shape, small) for name, _, shape, small in LAYERS}
     shapes[SIMPLECNN[0]] = SIMPLECNN[1:]
+    shapes[FUSED] = SIMPLECNN[1:]
+    theirs = dict(theirs, **{FUSED: theirs[SIMPLECNN[0]]})
     size = lambda shape: "×".join(map(str, shape))
     header = (f"{'forward+backward':<20} {'input':<14} {'fast ms':>8} {'torch ms':>9} {'fast/torch':>10}   "
               f"{'small input':<12} {'loops ms':>9} {'fast ms':>8} {'loops/fast':>10}")
     lines = [header, "-" * len(header)]
-    for name, row in ours.items():
+    order = [name for name in ours if name != FUSED] + [FUSED]   # the extra last, under SimpleCNN
+    for name in (n for n in order if n in ours):
+        row = ours[name]
         shape, small = shapes[name]
         torch_ms = theirs[name]["torch_ms"]
-        lines.append(f"{name:<20} {size(shape):<14} {row['fast_ms']:8.2f} {torch_ms:9.2f} "
-                     f"{row['fast_ms'] / torch_ms:9.2f}×   {size(small):<12} {row['loops_small_ms']:9.1f} "
-                     f"{row['fast_small_ms']:8.3f} {row['loops_small_ms'] / row['fast_small_ms']:9.0f}×")
+        line = (f"{name:<20} {size(shape):<14} {row['fast_ms']:8.2f} {torch_ms:9.2f} "
+                f"{row['fast_ms'] / torch_ms:9.2f}×   ")
+        if "loops_small_ms" in row:
+            line += (f"{size(small):<12} {row['loops_small_ms']:9.1f} {row['fast_small_ms']:8.3f} "
+                     f"{row['loops_small_ms'] / row['fast_small_ms']:9.0f}×")
+        lines.append(line.rstrip())
     return "\n".join(lines)
 
 

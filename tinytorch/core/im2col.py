@@ -6,12 +6,12 @@
 __all__ = ['batch_last', 'batch_first', 'output_size', 'keep_freed_memory', 'pad_batch_last', 'window', 'im2col', 'col2im',
            'conv2d_fast', 'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast', 'conv2d_relu_maxpool2_fast']
 
-# %% ../../nbs/17_im2col.ipynb #ff4409fa
+# %% ../../nbs/17_im2col.ipynb #e798fa56
 import numpy as np
 
 from .tensor import Tensor
 
-# %% ../../nbs/17_im2col.ipynb #904dc1cb
+# %% ../../nbs/17_im2col.ipynb #8d3dd022
 def batch_last(array: np.ndarray) -> np.ndarray:
     "(N, C, H, W) view -> (C, H, W, N) view; no copy."
     return array.transpose(1, 2, 3, 0)
@@ -34,7 +34,7 @@ def _check_input(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple, w
                          f"the kernel {kernel_size[0]}×{kernel_size[1]}; output size would be {sizes}")
     return sizes
 
-# %% ../../nbs/17_im2col.ipynb #77d0d9ea
+# %% ../../nbs/17_im2col.ipynb #1fe0efed
 def keep_freed_memory(keep_bytes: int = 256 << 20) -> bool:
     "Ask glibc's malloc to reuse freed large blocks instead of unmapping them; False where unsupported."
     import ctypes, ctypes.util, sys
@@ -50,7 +50,7 @@ def keep_freed_memory(keep_bytes: int = 256 << 20) -> bool:
 
 keep_freed_memory()
 
-# %% ../../nbs/17_im2col.ipynb #713455e5
+# %% ../../nbs/17_im2col.ipynb #cda59af6
 def pad_batch_last(x: np.ndarray, padding: tuple, value: float = 0.0) -> np.ndarray:
     "(C, H, W, N) -> (C, H + 2ph, W + 2pw, N), border filled with `value`."
     ph, pw = padding
@@ -87,7 +87,7 @@ def col2im(dcols: np.ndarray, padded_shape: tuple, kh: int, kw: int, out_h: int,
             window(dxp, ki, kj, out_h, out_w, stride)[...] += dcols[:, ki, kj]
     return dxp
 
-# %% ../../nbs/17_im2col.ipynb #12d15e01
+# %% ../../nbs/17_im2col.ipynb #66f3fd61
 def conv2d_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) * (O, C, kh, kw) -> (N, O, out_h, out_w), by im2col and one matmul."
     o, c, kh, kw = weight.shape
@@ -119,7 +119,7 @@ def conv2d_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", stride: tuple,
     out = batch_first(out.reshape(o, out_h, out_w, n))                  # (N, O, out_h, out_w)
     return Tensor.from_op(out, parents, backward, "conv2d_fast")
 
-# %% ../../nbs/17_im2col.ipynb #a3f05903
+# %% ../../nbs/17_im2col.ipynb #05c964d4
 def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) -> (N, C, out_h, out_w): max over each window; padding never wins."
     kh, kw = kernel_size
@@ -157,7 +157,7 @@ def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple
 
     return Tensor.from_op(batch_first(best), (x,), backward, "max_pool2d_fast")
 
-# %% ../../nbs/17_im2col.ipynb #17a4677f
+# %% ../../nbs/17_im2col.ipynb #a062267b
 def avg_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) -> (N, C, out_h, out_w): mean over each window, zeros padded count."
     kh, kw = kernel_size
@@ -181,7 +181,7 @@ def avg_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple
 
     return Tensor.from_op(batch_first(total), (x,), backward, "avg_pool2d_fast")
 
-# %% ../../nbs/17_im2col.ipynb #4d6fbe0c
+# %% ../../nbs/17_im2col.ipynb #c862ed86
 def batch_norm2d_fast(x: Tensor, gamma: Tensor, beta: Tensor, running_mean: np.ndarray, running_var: np.ndarray,
                       training: bool, momentum: float, eps: float) -> Tensor:
     "(N, C, H, W) -> (N, C, H, W), normalised per channel; updates the running statistics in training."
@@ -224,7 +224,7 @@ def batch_norm2d_fast(x: Tensor, gamma: Tensor, beta: Tensor, running_mean: np.n
 
     return Tensor.from_op(batch_first(out), (x, gamma, beta), backward, "batch_norm2d_fast")
 
-# %% ../../nbs/17_im2col.ipynb #a9c9d953
+# %% ../../nbs/17_im2col.ipynb #47abd55a
 def conv2d_relu_maxpool2_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", padding: tuple) -> Tensor:
     "maxpool2×2(relu(conv2d(x, stride 1))) in one op: (N, C, H, W) -> (N, O, out_h // 2, out_w // 2)."
     o, c, kh, kw = weight.shape
