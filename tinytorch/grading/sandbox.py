@@ -518,8 +518,11 @@ class _Kernel:
         for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
                      "/etc/nsswitch.conf", "/etc/fonts", "/etc/mime.types"):
             argv += ["--ro-bind-try", path, path]
-        mounted = ["/usr", "/tmp"]
-        created = set()
+        # `mounted`: bind mounts, whose whole subtree exists; `created`: folders that exist as
+        # themselves only (a tmpfs like /tmp is empty: a venv or work folder below it needs every
+        # ancestor created, traversable, or bwrap makes them 0700 root and the kernel cannot reach it).
+        mounted = ["/usr"]
+        created = {"/tmp", "/dev", "/dev/shm", "/proc", "/etc"}
         for path in (Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), runtime, self.folder):
             argv += _parent_dirs(path, mounted, created)
             mounted.append(str(path))
