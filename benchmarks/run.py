@@ -4,7 +4,7 @@ other: `python benchmarks/run.py {layers,digits} {ours,torch}` prints one JSON o
 layers: forward+backward milliseconds (fastest of repeats) of Conv2d, MaxPool2d, AvgPool2d,
 BatchNorm2d and SimpleCNN(3, 10, 32) at batch 64, float32; for `ours` also the loop
 implementation and the fast path on small inputs (the loops are too slow for batch 64).
-digits: train SimpleCNN(1, 10, 8) on the scikit-learn digits with the same initial weights,
+digits: train SimpleCNN(1, 10, 16) on the scikit-learn digits (upsampled to 16×16) with the same initial weights,
 batches, shifts, optimiser and schedule on both sides; test accuracy and training seconds."""
 import json
 import os
@@ -24,6 +24,7 @@ LAYERS = [
     ("avgpool 2×2", ("avgpool", 2), (BATCH, 16, 32, 32), (2, 16, 8, 8)),
     ("batchnorm 16", ("batchnorm", 16), (BATCH, 16, 32, 32), (2, 16, 8, 8)),
 ]
+DIGITS_UPSAMPLE = 2   # tito train's default: 16×16 digits
 SIMPLECNN = ("SimpleCNN(3,10,32)", (BATCH, 3, 32, 32), (2, 3, 16, 16))
 FUSED = "  fused (extra)"   # Module 17's conv→ReLU→pool in one op; compared with torch's SimpleCNN
 
@@ -186,7 +187,7 @@ def digits_run(side: str, epochs: int, seed: int) -> dict:
     from tinytorch.commands.training import DEFAULTS
     from tinytorch.core.training import TrainConfig, build_model, cosine_lr, epoch_batches, fit, predict
     from tinytorch.data import load_digits
-    data = load_digits()
+    data = load_digits(upsample=DIGITS_UPSAMPLE)
     config = TrainConfig(epochs=epochs, batch_size=DEFAULTS["digits"]["batch_size"], seed=seed)
     ours = build_model(data.image_shape, 10, impl="fast", seed=seed)
     if side == "ours":
@@ -198,7 +199,7 @@ def digits_run(side: str, epochs: int, seed: int) -> dict:
     import torch
     torch.set_num_threads(1)
     same_allocator_settings()
-    model = torch_simplecnn(1, 10, 8)
+    model = torch_simplecnn(1, 10, data.image_shape[1])
     copy_weights_to_torch(ours, model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     rng = np.random.default_rng(config.seed)    # the same batches and shifts as `fit`
@@ -224,7 +225,7 @@ def digits_loops(epochs: int, train_limit: int, seed: int) -> dict:
     "The loop implementation on the digits: a fair schedule that fits in a few minutes."
     from tinytorch.core.training import TrainConfig, build_model, fit, predict
     from tinytorch.data import load_digits
-    data = load_digits().subset(train=train_limit)
+    data = load_digits(upsample=1).subset(train=train_limit)   # 8×8: a quarter of the loops' work
     # chosen with the fast path (same numbers): 3 epochs of batches of 8 at lr 5e-3 without shifts;
     # shifts pay off only over more epochs than the loops can afford
     config = TrainConfig(epochs=epochs, batch_size=8, lr=5e-3, augment=False, seed=seed)

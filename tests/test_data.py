@@ -107,3 +107,14 @@ def test_unknown_dataset_and_missing_data_dir():
         load_dataset("mnist")
     with pytest.raises(ValueError, match="needs --data-dir"):
         load_dataset("cifar10")
+
+
+def test_digits_upsampled_repeat_each_pixel():
+    plain, upsampled = load_digits(), load_digits(upsample=2)
+    assert upsampled.x_train.shape == (1437, 1, 16, 16)
+    assert np.array_equal(upsampled.y_test, plain.y_test), "upsampling must not change the split"
+    blocks = upsampled.unstandardise(upsampled.x_train).reshape(1437, 1, 8, 2, 8, 2)
+    assert np.allclose(blocks, blocks[:, :, :, :1, :, :1], atol=1e-6), "each 2×2 block should be one pixel"
+    assert np.allclose(blocks[:, :, :, 0, :, 0], plain.unstandardise(plain.x_train), atol=1e-5)
+    with pytest.raises(ValueError, match="upsample must be a positive integer, got 0"):
+        load_digits(upsample=0)

@@ -116,3 +116,8 @@ def test_tito_train_names_the_missing_cifar10_files(tmp_path, capsys):
     assert tito(["train", "--data", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert "missing data_batch_1" in error and "test_batch" in error
+
+
+def test_tito_train_upsample_is_for_digits_only(tmp_path, capsys):
+    assert tito(["train", "--data", "cifar10", "--data-dir", str(tmp_path), "--upsample", "2"]) == 2
+    assert "--upsample applies to --data digits only" in capsys.readouterr().err

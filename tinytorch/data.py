@@ -51,13 +51,17 @@ def standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple:
     return x_train, x_test, mean.astype(np.float32), std.astype(np.float32)
 
 
-def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ImageData:
-    """scikit-learn's 1,797 handwritten digits, 8×8 grey levels 0–16, as (N, 1, 8, 8); a stratified
-    split (`test_fraction` of each class held out) fixed by `seed`."""
+def load_digits(test_fraction: float = 0.2, seed: int = 0, upsample: int = 1) -> ImageData:
+    """scikit-learn's 1,797 handwritten digits, 8×8 grey levels 0–16, as (N, 1, 8·upsample, 8·upsample):
+    each pixel repeated upsample×upsample times (no new information); a stratified split
+    (`test_fraction` of each class held out) fixed by `seed`."""
     from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
+    if not isinstance(upsample, int) or upsample < 1:
+        raise ValueError(f"upsample must be a positive integer, got {upsample!r}")
     digits = sklearn_digits()
     images = (digits.images[:, None] / 16.0).astype(np.float32)            # (1797, 1, 8, 8)
+    images = images.repeat(upsample, axis=2).repeat(upsample, axis=3)      # (1797, 1, 8u, 8u)
     labels = digits.target.astype(np.int64)
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=test_fraction, random_state=seed, stratify=labels)
@@ -129,10 +133,11 @@ def load_cifar10(data_dir, train_limit: int | None = None, test_limit: int | Non
     return ImageData("cifar10", x_train, y_train, x_test, y_test, class_names, mean, std)
 
 
-def load_dataset(name: str, data_dir=None, train_limit: int | None = None, test_limit: int | None = None) -> ImageData:
-    "`digits` (bundled with scikit-learn) or `cifar10` (needs `data_dir`); optionally only the first images."
+def load_dataset(name: str, data_dir=None, train_limit: int | None = None, test_limit: int | None = None,
+                 upsample: int = 1) -> ImageData:
+    "`digits` (bundled with scikit-learn, `upsample`d) or `cifar10` (needs `data_dir`); optionally only the first images."
     if name == "digits":
-        return load_digits().subset(train_limit, test_limit)
+        return load_digits(upsample=upsample).subset(train_limit, test_limit)
     if name == "cifar10":
         if data_dir is None:
             raise ValueError("--data cifar10 needs --data-dir, the folder holding the CIFAR-10 python batches "

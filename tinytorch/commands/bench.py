@@ -85,7 +85,7 @@ def run_bench(args) -> int:
         print("(loops are timed on the small input only; SimpleCNN's small input is 16×16 images)\n")
     if not args.skip_digits:
         from tinytorch.commands.training import DEFAULTS
-        print(f"digits training: SimpleCNN(1, 10, 8), Adam lr 3e-3, cosine, {args.epochs} epochs, "
+        print(f"digits training: SimpleCNN(1, 10, 16) on the digits upsampled to 16×16, Adam lr 3e-3, cosine, {args.epochs} epochs, "
               f"batch {DEFAULTS['digits']['batch_size']}, ±1-pixel shifts; both sides start from the same weights "
               "and see the same batches")
         header = f"{'seed':>4} {'ours acc':>9} {'ours s':>7} {'torch acc':>10} {'torch s':>8} {'ours/torch time':>16}"
@@ -102,7 +102,7 @@ def run_bench(args) -> int:
         print(f"{'mean':>4} {mean[0]:9.2%} {mean[1]:7.2f} {mean[2]:10.2%} {mean[3]:8.2f} {mean[1] / mean[3]:15.2f}×\n")
     if args.loops_training:
         result = run_side(root, "digits-loops", f"epochs={args.loops_epochs}")
-        print(f"digits training with impl='loops' (your Module 09 code): {result['epochs']} epochs on "
+        print(f"digits training with impl='loops' (your Module 09 code), SimpleCNN(1, 10, 8) on the 8×8 digits: {result['epochs']} epochs on "
               f"{result['train_images']} images, batch {result['batch_size']}, Adam lr {result['lr']:g}, cosine, "
               f"no shifts: test accuracy {result['accuracy']:.2%} "
               f"in {result['seconds']:.0f} s wall clock ({result['cpu_seconds']:.0f} s CPU), final evaluation included")

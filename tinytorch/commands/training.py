@@ -14,6 +14,8 @@ def register(subparsers) -> None:
                             "cifar10: the CIFAR-10 python batches in --data-dir")
     train.add_argument("--data-dir", type=Path, default=None,
                        help="folder holding data_batch_1..5 and test_batch (for --data cifar10)")
+    train.add_argument("--upsample", type=int, default=None,
+                       help="digits only: repeat each pixel N×N times (default 2: 16×16 images; 1 keeps 8×8)")
     train.add_argument("--epochs", type=int, default=None, help="default: 60 for digits, 10 for cifar10")
     train.add_argument("--batch-size", type=int, default=None, help="default: 16 for digits, 64 for cifar10")
     train.add_argument("--lr", type=float, default=None, help="default: 3e-3 for adam, 0.05 for sgd")
@@ -45,8 +47,12 @@ def run_train(args) -> int:
                                          plot_confusion, plot_history, plot_misclassified, predict, save_weights)
     from tinytorch.data import load_dataset
 
+    if args.upsample is not None and args.data != "digits":
+        print(f"tito train: --upsample applies to --data digits only, got --data {args.data}", file=sys.stderr)
+        return 2
     try:
-        data = load_dataset(args.data, args.data_dir, args.train_limit, args.test_limit)
+        data = load_dataset(args.data, args.data_dir, args.train_limit, args.test_limit,
+                            upsample=2 if args.upsample is None else args.upsample)
     except (FileNotFoundError, ValueError) as error:
         print(f"tito train: {error}", file=sys.stderr)
         return 2
