@@ -230,3 +230,14 @@ def test_grading_refuses_without_a_sandbox_unless_told(batch, tmp_path, monkeypa
         shutil.copy(cached, out / grading.STATE / cached.name)   # no need to run the reference again
     report = grade_batch(flat, ROOT, out, settings, limits_for(settings, sandbox=False), progress=False)
     assert read_csv(report.csv_path)["ann"]["detail"].startswith("sandbox off; not JSON")
+
+
+def test_samples_follow_the_current_notebook(tmp_path):
+    "The committed samples are what make_samples.py writes from today's source/ and release/."
+    run = subprocess.run([sys.executable, str(ROOT / "tests" / "submissions" / "make_samples.py"), "--out", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    fresh = {p.relative_to(tmp_path / "submitted"): p.read_bytes() for p in (tmp_path / "submitted").rglob("*") if p.is_file()}
+    committed = {p.relative_to(SAMPLES): p.read_bytes() for p in SAMPLES.rglob("*") if p.is_file()}
+    stale = sorted(str(p) for p in set(fresh) | set(committed) if fresh.get(p) != committed.get(p))
+    assert not stale, f"regenerate with tests/submissions/make_samples.py: {stale[:5]}"
