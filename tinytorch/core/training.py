@@ -7,7 +7,7 @@ __all__ = ['build_model', 'random_shifts', 'cosine_lr', 'TrainConfig', 'make_opt
            'History', 'fit', 'plot_history', 'confusion_matrix', 'plot_confusion', 'plot_misclassified', 'save_weights',
            'load_weights']
 
-# %% ../../nbs/milestone_03_cnn.ipynb #2b5ce827
+# %% ../../nbs/milestone_03_cnn.ipynb #bf0f5de3
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +17,7 @@ from .layers import Module, cross_entropy
 from .optim import SGD, Adam
 from .tensor import Tensor, manual_seed, no_grad
 
-# %% ../../nbs/milestone_03_cnn.ipynb #b6783bfa
+# %% ../../nbs/milestone_03_cnn.ipynb #99198c69
 def build_model(image_shape: tuple, num_classes: int, impl: str = "fast", seed: int = 0) -> Module:
     "A freshly initialised SimpleCNN for images of `image_shape` (C, H, W); `seed` fixes the weights."
     from tinytorch.core.spatial import SimpleCNN
@@ -27,7 +27,7 @@ def build_model(image_shape: tuple, num_classes: int, impl: str = "fast", seed: 
     manual_seed(seed)
     return SimpleCNN(in_channels=channels, num_classes=num_classes, image_size=height, impl=impl)
 
-# %% ../../nbs/milestone_03_cnn.ipynb #b756be51
+# %% ../../nbs/milestone_03_cnn.ipynb #547f395c
 def random_shifts(images: np.ndarray, rng: np.random.Generator, max_shift: int = 1, fill=None) -> np.ndarray:
     """(N, C, H, W) -> (N, C, H, W), each image moved by its own random (dy, dx) in [-max_shift, max_shift];
     uncovered pixels get `fill` (per channel; default the smallest value, the background of the digits)."""
@@ -45,12 +45,12 @@ def random_shifts(images: np.ndarray, rng: np.random.Generator, max_shift: int =
             shifted[chosen] = padded[chosen, :, s - shift_y:s - shift_y + h, s - shift_x:s - shift_x + w]
     return shifted
 
-# %% ../../nbs/milestone_03_cnn.ipynb #9573e579
+# %% ../../nbs/milestone_03_cnn.ipynb #72bde14c
 def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
     "Learning rate at `step` of `total_steps`: from `base_lr` down to 0 along half a cosine."
     return base_lr * 0.5 * (1.0 + np.cos(np.pi * step / max(total_steps, 1)))
 
-# %% ../../nbs/milestone_03_cnn.ipynb #289c36ed
+# %% ../../nbs/milestone_03_cnn.ipynb #f1fd731a
 @dataclass
 class TrainConfig:
     "Hyper-parameters of one run."
@@ -88,7 +88,7 @@ def epoch_batches(images: np.ndarray, labels: np.ndarray, config: TrainConfig, r
             batch = random_shifts(batch, rng, fill=background)
         yield batch, labels[chosen]
 
-# %% ../../nbs/milestone_03_cnn.ipynb #7b7bd541
+# %% ../../nbs/milestone_03_cnn.ipynb #43a644d3
 def predict(model: Module, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     "Logits (N, classes) of `images` (N, C, H, W), in evaluation mode, without a graph."
     was_training = model.training
@@ -107,7 +107,7 @@ def evaluate(model: Module, images: np.ndarray, labels: np.ndarray) -> tuple:
     loss = cross_entropy(Tensor(logits), labels).item()
     return loss, float((logits.argmax(axis=1) == labels).mean())
 
-# %% ../../nbs/milestone_03_cnn.ipynb #39d470e1
+# %% ../../nbs/milestone_03_cnn.ipynb #c493e229
 @dataclass
 class History:
     "Per-epoch measurements of a run."
@@ -159,7 +159,7 @@ def fit(model: Module, data, config: TrainConfig, progress: bool = True, evaluat
                   f"train acc {history.train_accuracy[-1]:.4f}{tested} ({history.seconds[-1]:.2f} s)")
     return history
 
-# %% ../../nbs/milestone_03_cnn.ipynb #de3f2a5f
+# %% ../../nbs/milestone_03_cnn.ipynb #60534b29
 def plot_history(history: History, title: str = ""):
     "Loss and accuracy per epoch, train and test."
     import matplotlib.pyplot as plt
@@ -215,7 +215,7 @@ def plot_misclassified(images: np.ndarray, labels: np.ndarray, predictions: np.n
     figure.tight_layout()
     return figure
 
-# %% ../../nbs/milestone_03_cnn.ipynb #f762f80c
+# %% ../../nbs/milestone_03_cnn.ipynb #0a93b2e0
 def save_weights(model: Module, path) -> None:
     "Every parameter and buffer of `model` into one `.npz` file, by name."
     with open(path, "wb") as file:   # a file object: np.savez would append ".npz" to a bare name
