@@ -321,8 +321,10 @@ def steal_samples(bug: dict) -> dict:
 
 
 def _cut_in_half(text: str) -> str:
-    "A notebook whose upload stopped half-way: not JSON any more."
-    return text[:len(text) // 2] + "\n"
+    """A notebook whose upload stopped early: not JSON any more. Cut where the error message does
+    not depend on the notebook's contents (after the line opening the cell list)."""
+    first, second, _ = text.split("\n", 2)
+    return first + "\n" + second + "\n"
 
 
 def write(out: Path, samples: dict) -> None:
