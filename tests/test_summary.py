@@ -1,0 +1,50 @@
+"""The instructor's class summary, from a grades.csv written here by hand."""
+import pytest
+
+from tinytorch.grading.summary import format_summary, save_histogram, summarise
+
+CSV = """student_id,score,max_score,status,detail,conv,pool,bn
+ada,60,60,graded,,20,20,20
+bob,40,60,graded,"max-pool of an all-negative window returned 0: start the running max at -np.inf [pool]",20,0,20
+cyd,20,60,graded,"max-pool of an all-negative window returned 0: start the running max at -np.inf [pool]; running stats never updated [bn]",20,0,0
+dee,0,60,invalid,the notebook is not valid JSON (line 3),0,0,0
+eve,0,60,missing,no notebook 09_spatial.ipynb in eve/,0,0,0
+"""
+
+
+@pytest.fixture
+def grades(tmp_path):
+    path = tmp_path / "grades.csv"
+    path.write_text(CSV)
+    return path
+
+
+def test_numbers_histogram_and_hardest_checks(grades):
+    summary = summarise(grades, {"conv": 20, "pool": 20, "bn": 20})
+    assert summary.students == 5 and summary.max_score == 60
+    assert summary.mean == pytest.approx(24.0) and summary.median == 20
+    assert summary.histogram() == [2, 0, 0, 1, 0, 0, 1, 0, 0, 1]   # 0, 0 | 20 | 40 | 60 (full marks in the last bin)
+    assert [(c.grade_id, c.missed) for c in summary.cells] == [("pool", 3), ("bn", 2), ("conv", 1)]
+    assert summary.concepts[0] == ("max-pool of an all-negative window returned 0: start the running max at -np.inf", 2)
+    assert ("running stats never updated", 1) in summary.concepts
+
+
+def test_text_summary_names_what_the_class_struggled_with(grades):
+    text = format_summary(summarise(grades, {"conv": 20, "pool": 20, "bn": 20}))
+    assert text.splitlines()[0] == ("5 students: mean 24.0/60, median 20/60; 3 graded, 1 invalid, 1 missing")
+    assert "pool                 missed by 3/4, mean 5.0/20" in text
+    assert "  2 × max-pool of an all-negative window returned 0" in text
+
+
+def test_histogram_png_is_written(grades, tmp_path):
+    png = save_histogram(summarise(grades), tmp_path / "plots" / "scores.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_bad_files_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `tito grade` first"):
+        summarise(tmp_path / "nothing.csv")
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("name,points\nada,3\n")
+    with pytest.raises(ValueError, match=r"expected columns \['student_id', 'score'"):
+        summarise(wrong)
