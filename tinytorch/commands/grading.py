@@ -19,6 +19,11 @@ def register(subparsers) -> None:
     grade.add_argument("--submission-timeout", type=int, default=None, help="seconds per submission (overrides settings.ini)")
     grade.add_argument("--memory-mb", type=int, default=None, help="address-space cap per kernel (overrides settings.ini)")
     grade.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    grade.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="grade on a Dask distributed cluster (e.g. tcp://10.0.0.5:8786); each worker "
+                            "grades in its own sandbox, grades and feedback are written here")
+    grade.add_argument("--histogram", type=Path, default=None, metavar="PNG",
+                       help="also write the histogram of scores as a PNG")
     grade.set_defaults(handler=run_grade)
 
     demo = subparsers.add_parser("demo", help="release the module and grade the bundled sample submissions into demo/")
@@ -52,12 +57,19 @@ def run_grade(args) -> int:
                         cell_timeout=args.cell_timeout, submission_timeout=args.submission_timeout,
                         memory_mb=args.memory_mb)
     try:
-        report = grade_batch(args.directory, root, out, settings, limits, jobs=jobs, progress=not args.quiet)
-    except GradingError as error:
+        report = grade_batch(args.directory, root, out, settings, limits, jobs=jobs, progress=not args.quiet,
+                             scheduler=args.scheduler)
+    except (GradingError, RuntimeError) as error:
         print(f"tito grade: {error}", file=sys.stderr)
         return 1
     if not args.quiet:
+        from tinytorch.grading.summary import format_summary, summarise
         print_table(report)
+        print()
+        print(format_summary(summarise(report.csv_path)))
+    if args.histogram:
+        from tinytorch.grading.summary import save_histogram, summarise
+        print(f"histogram of scores: {save_histogram(summarise(report.csv_path), args.histogram)}")
     print(f"graded {report.graded_now}, reused {report.reused} from an earlier run; "
           f"{report.csv_path}; feedback in {report.feedback_dir}/<student>/"
           + ("" if report.sandbox else "  (SANDBOX OFF)"))

@@ -394,8 +394,43 @@ def prepare_course(out: Path, root: Path, module: str, settings) -> None:
     generate(out, module, settings)
 
 
+def grade_remote(job: tuple) -> tuple:
+    """Grade one submission on a Dask worker: the job carries the student's bytes and the course's
+    reference data, the worker grades into a scratch folder of its own, and sends back the result
+    with every file it wrote (autograded notebook, feedback page) for the instructor's machine to
+    write. Workers need tinytorch and bubblewrap, no shared file system."""
+    student, file_name, problem, data, assignment, reference, limits, sandbox_note = job
+    scratch = Path(tempfile.mkdtemp(prefix="tito-remote-"))
+    try:
+        path = None
+        if data is not None:
+            path = scratch / "submitted" / student / file_name
+            path.parent.mkdir(parents=True)
+            path.write_bytes(data)
+        out = scratch / "course"
+        result = grade_one(Submission(student, path, problem), assignment, reference, limits, out, sandbox_note)
+        files = {str(f.relative_to(out)): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()}
+        return result, files
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _graded_on_cluster(todo, assignment, reference, limits, out, sandbox_note, scheduler):
+    "Yield results graded on the Dask cluster at `scheduler`, writing each one's files into `out`."
+    from tinytorch.grading.distributed import map_on_cluster
+    jobs = [(sub.student, sub.path.name if sub.path else assignment.notebook, sub.problem, sub.data(),
+             assignment, reference, limits, sandbox_note) for sub in todo]
+    for _, (result, files) in map_on_cluster(grade_remote, jobs, scheduler):
+        for relative, content in files.items():
+            target = (out / relative).resolve()
+            if out not in target.parents or not relative.startswith(("autograded/", "feedback/")):
+                raise GradingError(f"a worker sent a file outside autograded/ and feedback/: {relative}")
+            atomic_write(target, content, mode="wb")
+        yield result
+
+
 def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: int = 1,
-                progress: bool = True, module: str | None = None) -> BatchReport:
+                progress: bool = True, module: str | None = None, scheduler: str | None = None) -> BatchReport:
     module = module or settings.modules[0]
     notebook = settings.notebook(module)
     root, out = Path(root).resolve(), Path(out).resolve()
@@ -432,18 +467,24 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(submissions), initial=reused, desc=f"grading {module}", unit="nb")
+    def keep(result):
+        gradebook.write(result)
+        atomic_write(journal_path(state, result.student), json.dumps(asdict(result)))
+        results[result.student] = result
+        write_csv(csv_path, list(results.values()), assignment.graded)
+        if bar is not None:
+            bar.update(1)
+
     try:
-        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="grade") as pool:
-            futures = {pool.submit(grade_one, sub, assignment, reference, limits, out, sandbox_note): sub
-                       for sub in todo}
-            for future in as_completed(futures):
-                result = future.result()   # GradingError (a leak, a broken course) stops the batch loudly
-                gradebook.write(result)
-                atomic_write(journal_path(state, result.student), json.dumps(asdict(result)))
-                results[result.student] = result
-                write_csv(csv_path, list(results.values()), assignment.graded)
-                if bar is not None:
-                    bar.update(1)
+        if scheduler:
+            for result in _graded_on_cluster(todo, assignment, reference, limits, out, sandbox_note, scheduler):
+                keep(result)
+        else:
+            with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="grade") as pool:
+                futures = {pool.submit(grade_one, sub, assignment, reference, limits, out, sandbox_note): sub
+                           for sub in todo}
+                for future in as_completed(futures):
+                    keep(future.result())  # GradingError (a leak, a broken course) stops the batch loudly
     finally:
         if bar is not None:
             bar.close()
