@@ -8,26 +8,7 @@ from hypothesis.extra.numpy import arrays
 from tinytorch.core.layers import Flatten, Linear, ReLU, Sequential, cross_entropy
 from tinytorch.core.optim import SGD, Adam
 from tinytorch.core.tensor import Tensor, check_gradient, manual_seed, no_grad
-
-RTOL, ATOL = 1e-10, 1e-12  # float64 tolerances for the foundation
-
-
-def torch_twin(*arrays):
-    return [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in arrays]
-
-
-def assert_same_forward_backward(ours, theirs, *arrays):
-    "Apply `ours` to Tensors and `theirs` to torch tensors; outputs and every input gradient must agree."
-    mine = [Tensor(np.array(a, dtype=np.float64), requires_grad=True) for a in arrays]
-    reference = torch_twin(*arrays)
-    out, expected = ours(*mine), theirs(*reference)
-    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=RTOL, atol=ATOL, err_msg="forward")
-    upstream = np.random.default_rng(0).normal(size=expected.shape)
-    out.backward(upstream)
-    expected.backward(torch.tensor(upstream))
-    for index, (t, r) in enumerate(zip(mine, reference)):
-        np.testing.assert_allclose(t.grad, r.grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=f"gradient of input {index}")
-
+from torch_compare import assert_close, compare_function_with_torch
 
 matrices = arrays(np.float64, st.tuples(st.integers(1, 4), st.integers(1, 5)),
                   elements=st.floats(-3, 3, allow_nan=False, width=64))
@@ -37,9 +18,9 @@ matrices = arrays(np.float64, st.tuples(st.integers(1, 4), st.integers(1, 5)),
 @given(matrices)
 def test_elementwise_chain_matches_torch(a):
     b = np.linspace(-1, 2, a.shape[1])
-    assert_same_forward_backward(
+    compare_function_with_torch(
         lambda x: ((x * 2.0 + Tensor(b)) * x - x / 3.0).relu() + (x * 0.1).exp() - x ** 2,
-        lambda x: ((x * 2.0 + torch.tensor(b)) * x - x / 3.0).relu() + (x * 0.1).exp() - x ** 2, a)
+        lambda x: ((x * 2.0 + torch.tensor(b)) * x - x / 3.0).relu() + (x * 0.1).exp() - x ** 2, [a])
 
 
 @settings(max_examples=30, deadline=None)
@@ -47,31 +28,31 @@ def test_elementwise_chain_matches_torch(a):
 def test_matmul_broadcast_add_and_reductions_match_torch(a, k):
     w = np.random.default_rng(k).normal(size=(a.shape[1], k))
     b = np.random.default_rng(k + 1).normal(size=(k,))
-    assert_same_forward_backward(lambda x, w_, b_: (x @ w_ + b_).sum(axis=0) * (x @ w_).mean(),
-                                 lambda x, w_, b_: (x @ w_ + b_).sum(dim=0) * (x @ w_).mean(), a, w, b)
+    compare_function_with_torch(lambda x, w_, b_: (x @ w_ + b_).sum(axis=0) * (x @ w_).mean(),
+                                 lambda x, w_, b_: (x @ w_ + b_).sum(dim=0) * (x @ w_).mean(), [a, w, b])
 
 
 @settings(max_examples=20, deadline=None)
 @given(arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)),
               elements=st.floats(-3, 3, allow_nan=False, width=64)))
 def test_reshape_transpose_flatten_and_log_softmax_match_torch(x):
-    assert_same_forward_backward(lambda t: t.transpose(0, 2, 1, 3).flatten(1).log_softmax(axis=1),
-                                 lambda t: torch.log_softmax(t.permute(0, 2, 1, 3).flatten(1), dim=1), x)
+    compare_function_with_torch(lambda t: t.transpose(0, 2, 1, 3).flatten(1).log_softmax(axis=1),
+                                 lambda t: torch.log_softmax(t.permute(0, 2, 1, 3).flatten(1), dim=1), [x])
 
 
 def test_getitem_and_division_by_tensor_match_torch():
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(4, 3)), rng.uniform(1, 2, size=(4, 3))
     rows, cols = np.array([0, 2, 2, 3]), np.array([1, 0, 0, 2])
-    assert_same_forward_backward(lambda x, y: (x / y)[rows, cols] + (1.0 / y).sum(),
-                                 lambda x, y: (x / y)[rows, cols] + (1.0 / y).sum(), a, b)
+    compare_function_with_torch(lambda x, y: (x / y)[rows, cols] + (1.0 / y).sum(),
+                                 lambda x, y: (x / y)[rows, cols] + (1.0 / y).sum(), [a, b])
 
 
 def test_cross_entropy_matches_torch():
     rng = np.random.default_rng(1)
     logits, labels = rng.normal(size=(6, 5)) * 3, np.array([0, 4, 2, 2, 1, 3])
-    assert_same_forward_backward(lambda z: cross_entropy(z, labels),
-                                 lambda z: torch.nn.functional.cross_entropy(z, torch.tensor(labels)), logits)
+    compare_function_with_torch(lambda z: cross_entropy(z, labels),
+                                 lambda z: torch.nn.functional.cross_entropy(z, torch.tensor(labels)), [logits])
 
 
 def test_linear_matches_torch_and_flatten_keeps_graph():
@@ -87,12 +68,12 @@ def test_linear_matches_torch_and_flatten_keeps_graph():
     ours_in, torch_in = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
     out = Sequential(Flatten(), layer, ReLU())(ours_in)
     expected = torch.relu(twin(torch_in.flatten(1)))
-    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=RTOL, atol=ATOL)
+    assert_close(out.data, expected, "forward")
     out.sum().backward()
     expected.sum().backward()
-    np.testing.assert_allclose(ours_in.grad, torch_in.grad.numpy(), rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(layer.weight.grad, twin.weight.grad.numpy(), rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(layer.bias.grad, twin.bias.grad.numpy(), rtol=RTOL, atol=ATOL)
+    assert_close(ours_in.grad, torch_in.grad, "gradient of the input")
+    assert_close(layer.weight.grad, twin.weight.grad, "gradient of the weight")
+    assert_close(layer.bias.grad, twin.bias.grad, "gradient of the bias")
 
 
 def test_gradients_accumulate_until_zero_grad_like_torch():

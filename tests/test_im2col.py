@@ -9,81 +9,46 @@ from hypothesis import given, settings, strategies as st
 from tinytorch.core.im2col import (avg_pool2d_fast, batch_norm2d_fast, col2im, conv2d_fast,
                                    conv2d_relu_maxpool2_fast, im2col, max_pool2d_fast, output_size)
 from tinytorch.core.tensor import Tensor
+from torch_compare import assert_close, compare_function_with_torch, geometry
 
-TOL64 = dict(rtol=1e-10, atol=1e-10)   # float64: the two sides differ only by summation order
 FAST = settings(max_examples=30, deadline=None)
 
 
-def assert_close(ours, theirs, what):
-    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else theirs
-    assert ours is not None, f"{what}: no gradient was computed"
-    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape}, PyTorch {theirs.shape}"
-    error = np.abs(ours - theirs).max(initial=0.0)
-    assert np.allclose(ours, theirs, **TOL64), f"{what}: max abs difference {error:.3g} from PyTorch"
 
-
-def compare_with_torch(ours_fn, torch_fn, inputs, what):
-    """Run both sides on the same float64 arrays; compare outputs and every input's gradient
-    for a random upstream gradient (a plain .sum() would hide sign and routing errors)."""
-    ours_inputs = [Tensor(a.copy(), requires_grad=True) for a in inputs]
-    torch_inputs = [torch.tensor(a, requires_grad=True) for a in inputs]
-    ours_out = ours_fn(*ours_inputs)
-    torch_out = torch_fn(*torch_inputs)
-    assert_close(ours_out.data, torch_out, f"{what} forward")
-    upstream = np.random.default_rng(7).standard_normal(ours_out.shape)
-    ours_out.backward(upstream)
-    torch_out.backward(torch.tensor(upstream))
-    for index, (mine, theirs) in enumerate(zip(ours_inputs, torch_inputs)):
-        assert_close(mine.grad, theirs.grad, f"{what} gradient of input {index}")
-
-
-@st.composite
-def spatial_case(draw, max_pad_is_half_kernel: bool):
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    if max_pad_is_half_kernel:
-        ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
-    else:
-        ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
-    h = draw(st.integers(max(1, kh - 2 * ph), 7))
-    w = draw(st.integers(max(1, kw - 2 * pw), 7))
-    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    seed = draw(st.integers(0, 2**16))
-    return (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), seed
 
 
 @FAST
-@given(spatial_case(max_pad_is_half_kernel=False), st.integers(1, 4), st.booleans())
+@given(geometry(pool=False, max_size=7, max_batch=3), st.integers(1, 4), st.booleans())
 def test_conv2d_fast_matches_torch(case, out_channels, with_bias):
     shape, kernel, stride, padding, seed = case
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape)
     weight = rng.standard_normal((out_channels, shape[1], *kernel))
     inputs = [x, weight] + ([rng.standard_normal(out_channels)] if with_bias else [])
-    compare_with_torch(
+    compare_function_with_torch(
         lambda x, w, *b: conv2d_fast(x, w, b[0] if b else None, stride, padding),
         lambda x, w, *b: F.conv2d(x, w, b[0] if b else None, stride=stride, padding=padding),
         inputs, f"conv2d {shape} k{kernel} s{stride} p{padding}")
 
 
 @FAST
-@given(spatial_case(max_pad_is_half_kernel=True))
+@given(geometry(pool=True, max_size=7, max_batch=3))
 def test_max_pool2d_fast_matches_torch(case):
     shape, kernel, stride, padding, seed = case
     x = np.random.default_rng(seed).standard_normal(shape)
-    compare_with_torch(lambda x: max_pool2d_fast(x, kernel, stride, padding),
+    compare_function_with_torch(lambda x: max_pool2d_fast(x, kernel, stride, padding),
                        lambda x: F.max_pool2d(x, kernel, stride, padding),
                        [x], f"max_pool2d {shape} k{kernel} s{stride} p{padding}")
 
 
 @FAST
-@given(spatial_case(max_pad_is_half_kernel=True))
+@given(geometry(pool=True, max_size=7, max_batch=3))
 def test_max_pool2d_ties_route_like_torch(case):
     """Integers from {-1, 0, 1} make ties in almost every window, overlapping windows included:
     the gradient must go to the same single element PyTorch picks (the first in row-major order)."""
     shape, kernel, stride, padding, seed = case
     x = np.random.default_rng(seed).integers(-1, 2, shape).astype(np.float64)
-    compare_with_torch(lambda x: max_pool2d_fast(x, kernel, stride, padding),
+    compare_function_with_torch(lambda x: max_pool2d_fast(x, kernel, stride, padding),
                        lambda x: F.max_pool2d(x, kernel, stride, padding),
                        [x], f"max_pool2d ties {shape} k{kernel} s{stride} p{padding}")
 
@@ -96,11 +61,11 @@ def test_max_pool2d_tie_goes_to_one_element():
 
 
 @FAST
-@given(spatial_case(max_pad_is_half_kernel=True))
+@given(geometry(pool=True, max_size=7, max_batch=3))
 def test_avg_pool2d_fast_matches_torch(case):
     shape, kernel, stride, padding, seed = case
     x = np.random.default_rng(seed).standard_normal(shape)
-    compare_with_torch(lambda x: avg_pool2d_fast(x, kernel, stride, padding),
+    compare_function_with_torch(lambda x: avg_pool2d_fast(x, kernel, stride, padding),
                        lambda x: F.avg_pool2d(x, kernel, stride, padding),
                        [x], f"avg_pool2d {shape} k{kernel} s{stride} p{padding}")
 
@@ -117,7 +82,7 @@ def test_batch_norm2d_fast_matches_torch(n, c, h, w, training, seed):
     start_mean, start_var = rng.standard_normal(c), rng.uniform(0.5, 2.0, c)
     ours_mean, ours_var = start_mean.copy(), start_var.copy()
     torch_mean, torch_var = torch.tensor(start_mean), torch.tensor(start_var)
-    compare_with_torch(
+    compare_function_with_torch(
         lambda x, g, b: batch_norm2d_fast(x, g, b, ours_mean, ours_var, training, 0.1, 1e-5),
         lambda x, g, b: F.batch_norm(x, torch_mean, torch_var, g, b, training, 0.1, 1e-5),
         [x, gamma, beta], f"batch_norm2d {(n, c, h, w)} training={training}")
@@ -214,7 +179,7 @@ LOOPS = settings(max_examples=12, deadline=None)   # the loops are slow: fewer, 
 
 
 @LOOPS
-@given(spatial_case(max_pad_is_half_kernel=False), st.integers(1, 3), st.booleans())
+@given(geometry(pool=False, max_size=7, max_batch=3), st.integers(1, 3), st.booleans())
 def test_conv2d_fast_equals_loops(case, out_channels, with_bias):
     from tinytorch.core.spatial import Conv2d
     shape, kernel, stride, padding, seed = case
@@ -225,7 +190,7 @@ def test_conv2d_fast_equals_loops(case, out_channels, with_bias):
 
 
 @LOOPS
-@given(spatial_case(max_pad_is_half_kernel=True), st.booleans(), st.booleans())
+@given(geometry(pool=True, max_size=7, max_batch=3), st.booleans(), st.booleans())
 def test_pools_fast_equal_loops(case, maximum, with_ties):
     from tinytorch.core.spatial import AvgPool2d, MaxPool2d
     shape, kernel, stride, padding, seed = case
@@ -275,7 +240,7 @@ def test_fused_conv_relu_pool_matches_torch(n, c, o, h, w, k, with_bias, seed):
     rng = np.random.default_rng(seed)
     inputs = [rng.standard_normal((n, c, h, w)), rng.standard_normal((o, c, k, k))]
     inputs += [rng.standard_normal(o)] if with_bias else []
-    compare_with_torch(
+    compare_function_with_torch(
         lambda x, wt, *b: conv2d_relu_maxpool2_fast(x, wt, b[0] if b else None, padding),
         lambda x, wt, *b: F.max_pool2d(F.relu(F.conv2d(x, wt, b[0] if b else None, padding=padding)), 2),
         inputs, f"conv→relu→pool {(n, c, h, w)} k{k}")

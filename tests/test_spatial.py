@@ -13,25 +13,11 @@ from tinytorch.core.spatial import (AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d, S
                                     batch_norm2d_loops, conv2d_loops, max_pool2d_loops, output_size, pad_input,
                                     pair)
 from tinytorch.core.tensor import Tensor, check_gradient, manual_seed
-from torch_compare import assert_close, compare_with_torch, to_float64
+from torch_compare import assert_close, compare_with_torch, geometry, to_float64
 
 # the loops are slow: few, small examples
 LOOPS = settings(max_examples=20, deadline=None)
 
-
-@st.composite
-def geometry(draw, pool: bool):
-    "(N, C, H, W), kernel, stride, padding, seed: every window fits; pools pad at most half the kernel."
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    if pool:
-        ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
-    else:
-        ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
-    h = draw(st.integers(max(1, kh - 2 * ph), 6))
-    w = draw(st.integers(max(1, kw - 2 * pw), 6))
-    n, c = draw(st.integers(1, 2)), draw(st.integers(1, 3))
-    return (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), draw(st.integers(0, 2**16))
 
 
 # -- against PyTorch ------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""One helper compares a tinytorch layer with its torch.nn twin in float64: the output, the input
-gradient and every parameter gradient, for a random upstream gradient. Tolerances live here only."""
+"""One place compares tinytorch with PyTorch in float64: a layer with its torch.nn twin
+(`compare_with_torch`: output, input gradient, every parameter gradient, buffers) or a function
+of Tensors with its torch twin (`compare_function_with_torch`), each for a random upstream
+gradient (a plain .sum() would hide sign and routing errors). Tolerances live here only."""
 import numpy as np
 import torch
+from hypothesis import strategies as st
 
 from tinytorch.core.layers import Module
 from tinytorch.core.tensor import Tensor
@@ -69,7 +72,38 @@ def compare_with_torch(ours: Module, theirs: torch.nn.Module, x: np.ndarray, pai
     return out, expected
 
 
+def compare_function_with_torch(ours_fn, torch_fn, inputs, what: str = "function", seed: int = 7):
+    """Run `ours_fn` on Tensors and `torch_fn` on torch tensors made from the same float64 arrays;
+    compare the outputs and the gradient of every input. Returns (our output, torch output)."""
+    inputs = [np.asarray(a, dtype=np.float64) for a in inputs]
+    ours_inputs = [Tensor(a.copy(), requires_grad=True) for a in inputs]
+    torch_inputs = [torch.tensor(a, requires_grad=True) for a in inputs]
+    ours_out, torch_out = ours_fn(*ours_inputs), torch_fn(*torch_inputs)
+    assert_close(ours_out.data, torch_out, f"{what} forward")
+    upstream = np.random.default_rng(seed).standard_normal(ours_out.shape)
+    ours_out.backward(upstream)
+    torch_out.backward(torch.tensor(upstream))
+    for index, (mine, theirs) in enumerate(zip(ours_inputs, torch_inputs)):
+        assert_close(mine.grad, theirs.grad, f"{what} gradient of input {index}")
+    return ours_out, torch_out
+
+
 def _attribute(module, dotted: str):
     for part in dotted.split("."):
         module = getattr(module, part)
     return module
+
+
+@st.composite
+def geometry(draw, pool: bool, max_size: int = 6, max_batch: int = 2):
+    "(N, C, H, W), kernel, stride, padding, seed: every window fits; pools pad at most half the kernel."
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    if pool:
+        ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    else:
+        ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, kh - 2 * ph), max_size))
+    w = draw(st.integers(max(1, kw - 2 * pw), max_size))
+    n, c = draw(st.integers(1, max_batch)), draw(st.integers(1, 3))
+    return (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), draw(st.integers(0, 2**16))
