@@ -654,7 +654,7 @@ class _Kernel:
         if self.limits.sandbox:
             _kill(pid, signal.SIGSTOP)
             self.end_strays()
-        _kill(pid, signal.SIGINT)
+        _kill_main_thread(pid, signal.SIGINT)
         if self.limits.sandbox:
             _kill(pid, signal.SIGCONT)
 
@@ -750,6 +750,22 @@ def _kill(pid: int, sig):
         os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+_SYS_TGKILL = {"x86_64": 234, "aarch64": 131, "armv7l": 268, "ppc64le": 250, "s390x": 241}.get(os.uname().machine)
+
+
+def _kill_main_thread(pid: int, sig) -> None:
+    """Signal the main thread of `pid` itself (tgkill). A process-directed signal may be taken by
+    any thread: ipykernel's helper threads then set Python's flag while the main thread sleeps on
+    (`time.sleep(10_000)` never interrupted), most often when the signal was pending over a
+    SIGSTOP/SIGCONT. The main thread's id is the pid."""
+    if _SYS_TGKILL is None:
+        return _kill(pid, sig)
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_TGKILL, pid, pid, int(sig)) != 0 and ctypes.get_errno() not in (3, 1):  # ESRCH, EPERM
+        _kill(pid, sig)
 
 
 def _killpg(pid: int):
@@ -864,7 +880,8 @@ class _Run:
         # cannot know this one's id without reading the kernel's sockets (see the module notes).
         sync_id = self.kernel.request("kernel_info_request", {})
         cell_deadline = time.monotonic() + float(limits.cell_timeout)
-        grace = min(10.0, max(3.0, float(limits.cell_timeout) / 4))   # to answer an interrupt
+        # time to answer an interrupt: IPython formats and sends a traceback first, slow on a busy machine
+        grace = min(10.0, max(6.0, float(limits.cell_timeout) / 4))
         interrupted_at = None
         reply = idle = synced_at = None
         outputs = cell.outputs if keep_output else []
