@@ -37,8 +37,8 @@ def test_max_pool2d_fast_matches_torch(case):
     shape, kernel, stride, padding, seed = case
     x = np.random.default_rng(seed).standard_normal(shape)
     compare_function_with_torch(lambda x: max_pool2d_fast(x, kernel, stride, padding),
-                       lambda x: F.max_pool2d(x, kernel, stride, padding),
-                       [x], f"max_pool2d {shape} k{kernel} s{stride} p{padding}")
+                                lambda x: F.max_pool2d(x, kernel, stride, padding),
+                                [x], f"max_pool2d {shape} k{kernel} s{stride} p{padding}")
 
 
 @FAST
@@ -49,8 +49,8 @@ def test_max_pool2d_ties_route_like_torch(case):
     shape, kernel, stride, padding, seed = case
     x = np.random.default_rng(seed).integers(-1, 2, shape).astype(np.float64)
     compare_function_with_torch(lambda x: max_pool2d_fast(x, kernel, stride, padding),
-                       lambda x: F.max_pool2d(x, kernel, stride, padding),
-                       [x], f"max_pool2d ties {shape} k{kernel} s{stride} p{padding}")
+                                lambda x: F.max_pool2d(x, kernel, stride, padding),
+                                [x], f"max_pool2d ties {shape} k{kernel} s{stride} p{padding}")
 
 
 def test_max_pool2d_tie_goes_to_one_element():
@@ -66,8 +66,8 @@ def test_avg_pool2d_fast_matches_torch(case):
     shape, kernel, stride, padding, seed = case
     x = np.random.default_rng(seed).standard_normal(shape)
     compare_function_with_torch(lambda x: avg_pool2d_fast(x, kernel, stride, padding),
-                       lambda x: F.avg_pool2d(x, kernel, stride, padding),
-                       [x], f"avg_pool2d {shape} k{kernel} s{stride} p{padding}")
+                                lambda x: F.avg_pool2d(x, kernel, stride, padding),
+                                [x], f"avg_pool2d {shape} k{kernel} s{stride} p{padding}")
 
 
 @FAST
