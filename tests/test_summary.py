@@ -41,6 +41,16 @@ def test_histogram_png_is_written(grades, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
+def test_concepts_stay_whole_and_notes_are_not_concepts():
+    from tinytorch.grading.summary import concepts_of
+    detail = ("sandbox off; edited test cells restored: conv; cell 3 ran past the 10 s limit and was interrupted; "
+              "2x2 average pooling: (0+1+4+5)/4 = 2.5; stride defaults to the kernel size [avg, pool]; "
+              "bias added once [conv]")
+    assert concepts_of(detail) == ["2x2 average pooling: (0+1+4+5)/4 = 2.5; stride defaults to the kernel size",
+                                   "bias added once"]
+    assert concepts_of("not JSON (line 3, column 1: Expecting value)") == []
+
+
 def test_bad_files_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="run `tito grade` first"):
         summarise(tmp_path / "nothing.csv")

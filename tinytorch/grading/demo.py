@@ -67,6 +67,11 @@ def run_demo(root: Path, out: Path | None = None, jobs: int | None = None, no_sa
     print()
     print_table(report)
     print()
+    from tinytorch.grading.summary import format_summary, save_histogram, summarise
+    summary = summarise(report.csv_path)
+    print(format_summary(summary))
+    print(f"histogram: {save_histogram(summary, out / 'scores.png')}")
+    print()
     print(f"grades:    {report.csv_path}")
     print(f"feedback:  {report.feedback_dir}/<student>/{module}.html  "
           f"(e.g. {report.feedback_dir / 'bug_max_init_zero' / (module + '.html')})")

@@ -9,7 +9,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FIXED_COLUMNS = ["student_id", "score", "max_score", "status", "detail"]
-_CONCEPT = re.compile(r"^(?P<reason>.+?) \[(?P<cells>[\w\-, ]+)\]$")
+_CELLS = re.compile(r" \[(?P<cells>[\w\-, ]+)\]$")
+# `detail` is "; "-joined: first the grader's notes (sandbox, file, restored cells, what the kernel did),
+# then one "concept [cells]" per failed concept -- and a concept may itself contain "; ".
+_NOTE = re.compile(r"^(sandbox off|cell \d+ |cells \d+|the kernel|the notebook|the grading kernel|a new kernel|"
+                   r"output |edited test cells|deleted |duplicated grade ids|unknown grade ids|no notebook|"
+                   r"internal grading error|.*\.ipynb)")
+
+
+def concepts_of(detail: str) -> list:
+    "The concepts a row's `detail` names, each whole even when it contains '; '."
+    segments = [part.strip() for part in detail.split("; ") if part.strip()]
+    while segments and _NOTE.match(segments[0]) and not _CELLS.search(segments[0]):
+        segments.pop(0)
+    concepts, pending = [], []
+    for segment in segments:
+        pending.append(segment)
+        match = _CELLS.search(segment)
+        if match:
+            pending[-1] = segment[:match.start()]
+            concepts.append("; ".join(pending))
+            pending = []
+    return concepts
 
 
 @dataclass
@@ -75,8 +96,7 @@ def summarise(csv_path: Path, cell_points: dict | None = None) -> ClassSummary:
     stats.sort(key=lambda s: (-s.missed, s.mean / s.points if s.points else 0.0, s.grade_id))
     concepts = Counter()
     for row in graded:
-        reasons = {m.group("reason") for part in row["detail"].split("; ") if (m := _CONCEPT.match(part.strip()))}
-        concepts.update(reasons)
+        concepts.update(set(concepts_of(row["detail"])))
     return ClassSummary(students=len(rows), max_score=max_score, scores=[float(r["score"]) for r in rows],
                         by_status=Counter(r["status"] for r in rows), cells=stats,
                         concepts=concepts.most_common())
