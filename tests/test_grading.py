@@ -94,7 +94,11 @@ def test_every_sample_is_in_the_batch_and_in_the_expectations(batch):
 def test_sample_gets_its_exact_score_status_and_detail(batch, student):
     score, status, detail = expected()[student]
     row = batch.rows[student]
-    assert (float(row["score"]), row["status"], row["detail"]) == (score, status, detail)
+    # A list names every detail that is right: a spinning fork bomb may lose the interrupt inside
+    # os.fork's hooks (kernel replaced) or take it (cell interrupted), depending on where it lands.
+    details = detail if isinstance(detail, list) else [detail]
+    assert (float(row["score"]), row["status"]) == (score, status)
+    assert row["detail"] in details, f"{row['detail']!r} is none of {details}"
     assert float(row["max_score"]) == FULL
 
 
