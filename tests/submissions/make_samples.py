@@ -358,6 +358,12 @@ def main(argv=None) -> int:
         with open(args.expect_from, newline="", encoding="utf-8") as handle:
             table = {row["student_id"]: [float(row["score"]), row["status"], row["detail"]]
                      for row in csv.DictReader(handle)}
+        target = args.out / "expected_grades.json"
+        old = json.loads(target.read_text(encoding="utf-8")) if target.exists() else {}
+        for student, (score, status, detail) in table.items():
+            kept = old.get(student, [None, None, None])[2]
+            if isinstance(kept, list) and detail in kept:  # a racy fault's accepted alternatives stay listed
+                table[student][2] = kept
         (args.out / "expected_grades.json").write_text(
             json.dumps(table, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"wrote {len(table)} expectations to {args.out / 'expected_grades.json'}")
