@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['batch_last', 'batch_first', 'output_size', 'keep_freed_memory', 'pad_batch_last', 'window', 'im2col', 'col2im',
-           'conv2d_fast', 'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast', 'conv2d_relu_maxpool2_fast']
+           'conv2d_fast', 'window_max', 'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast',
+           'conv2d_relu_maxpool2_fast']
 
 # %% ../../nbs/17_im2col.ipynb #e798fa56
 import numpy as np
@@ -120,14 +121,9 @@ def conv2d_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", stride: tuple,
     return Tensor.from_op(out, parents, backward, "conv2d_fast")
 
 # %% ../../nbs/17_im2col.ipynb #05c964d4
-def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple) -> Tensor:
-    "(N, C, H, W) -> (N, C, out_h, out_w): max over each window; padding never wins."
-    kh, kw = kernel_size
-    out_h, out_w = _check_input(x, kernel_size, stride, padding, "max_pool2d")
-    h, w = x.shape[2], x.shape[3]
-    xp = batch_last(x.data)                                             # (C, H, W, N)
-    if padding != (0, 0):
-        xp = pad_batch_last(xp, padding, -np.inf)                       # (C, Hp, Wp, N)
+def window_max(xp: np.ndarray, kh: int, kw: int, out_h: int, out_w: int, stride: tuple) -> tuple:
+    """(max, winner) of every kh×kw window of batch-last `xp`: `winner` is the window offset
+    (row-major, uint8) of the first maximum, so ties route to one element like PyTorch."""
     # order="K": new arrays keep the input's memory order (batch-last inside SimpleCNN, plain
     # (N, C, H, W) for an ordinary array), so no pass transposes memory
     best = window(xp, 0, 0, out_h, out_w, stride).copy(order="K")       # (C, out_h, out_w, N)
@@ -141,6 +137,17 @@ def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple
         # offsets only grow, so "winner = offset where greater" is a max (no slow masked write)
         np.multiply(greater, np.uint8(offset), out=claim)
         np.maximum(winner, claim, out=winner)
+    return best, winner
+
+def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple) -> Tensor:
+    "(N, C, H, W) -> (N, C, out_h, out_w): max over each window; padding never wins."
+    kh, kw = kernel_size
+    out_h, out_w = _check_input(x, kernel_size, stride, padding, "max_pool2d")
+    h, w = x.shape[2], x.shape[3]
+    xp = batch_last(x.data)                                             # (C, H, W, N)
+    if padding != (0, 0):
+        xp = pad_batch_last(xp, padding, -np.inf)                       # (C, Hp, Wp, N)
+    best, winner = window_max(xp, kh, kw, out_h, out_w, stride)         # (C, out_h, out_w, N) each
 
     def backward(grad):
         grad = batch_last(grad)                                          # (C, out_h, out_w, N)
@@ -239,15 +246,7 @@ def conv2d_relu_maxpool2_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", 
         activation += bias.data.astype(x.dtype, copy=False)[:, None]
     np.maximum(activation, 0, out=activation)                           # ReLU in place
     activation = activation.reshape(o, out_h, out_w, n)                 # (O, out_h, out_w, N)
-    best = window(activation, 0, 0, pool_h, pool_w, (2, 2)).copy()      # (O, pool_h, pool_w, N)
-    winner = np.zeros(best.shape, dtype=np.uint8)
-    greater, claim = np.empty(best.shape, dtype=bool), np.empty(best.shape, dtype=np.uint8)
-    for offset in range(1, 4):
-        candidate = window(activation, *divmod(offset, 2), pool_h, pool_w, (2, 2))
-        np.greater(candidate, best, out=greater)
-        np.maximum(best, candidate, out=best)
-        np.multiply(greater, np.uint8(offset), out=claim)
-        np.maximum(winner, claim, out=winner)
+    best, winner = window_max(activation, 2, 2, pool_h, pool_w, (2, 2))  # (O, pool_h, pool_w, N) each
 
     def backward(grad):
         grad = batch_last(grad)                                          # (O, pool_h, pool_w, N)
