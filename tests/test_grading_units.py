@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tinytorch.grading.feedback import feedback_notebook, find_leaks, to_html
-from tinytorch.grading.grade import discover
-from tinytorch.grading.notebooks import (InvalidNotebook, grade_id, read_submission, restore_cells,
+from tinytorch.grading.grade import GradingError, discover, load_assignment
+from tinytorch.grading.notebooks import (InvalidNotebook, demo_cells, grade_id, read_submission, restore_cells,
                                          secret_lines)
 from tinytorch.grading.record import encode_record
 from tinytorch.grading.scoring import score_cells
@@ -173,3 +173,37 @@ def test_discover_reads_both_layouts_and_names_odd_files(tmp_path):
                      "cy": ("Final.ipynb", "graded Final.ipynb: expected the file name 09_spatial.ipynb"),
                      "dee": (None, "no 09_spatial.ipynb in dee/09_spatial/"),
                      "eve": (None, "no 09_spatial/ folder in eve/")}
+
+
+def with_demo(nb):
+    "`nb` with an instructor's demo cell (a plot, say) at the end."
+    nb = copy.deepcopy(nb)
+    nb.cells.append(nbformat.v4.new_code_cell("print('a plot')", metadata={"tags": ["demo"]}))
+    return nb
+
+
+def test_only_the_instructors_unchanged_demo_cells_are_skipped():
+    source = with_demo(source_notebook())
+    submission = student_version(source)
+    edited = copy.deepcopy(submission.cells[4])
+    edited.source = "print('a plot')\nhelper = 1"                  # the student's code now: it runs
+    own = nbformat.v4.new_code_cell("helper = 2", metadata={"tags": ["demo"]})   # a student's tag counts for nothing
+    untagged = nbformat.v4.new_code_cell("print('a plot')")         # the instructor's text, tag removed: still skipped
+    submission.cells += [edited, own, untagged]
+    restored, _ = restore_cells(read_submission(as_bytes(submission)), source, student_version(source))
+    texts = [c.source for c in restored.cells]
+    assert demo_cells(restored, source) == [4, len(texts) - 1]
+    assert texts[4] == texts[-1] == "print('a plot')"
+
+
+def test_a_demo_cell_that_grades_or_exports_is_refused(tmp_path):
+    bad = with_demo(source_notebook())
+    bad.cells[4].source = "#| export\ndef plot(): pass"
+    folder = tmp_path / "source" / "09_spatial"
+    folder.mkdir(parents=True)
+    nbformat.write(bad, folder / "09_spatial.ipynb")
+    with pytest.raises(GradingError, match="cell 5 is tagged demo"):
+        load_assignment(tmp_path, "09_spatial", "09_spatial.ipynb")
+    bad.cells[4].source = "print('a plot')"
+    nbformat.write(bad, folder / "09_spatial.ipynb")
+    assert load_assignment(tmp_path, "09_spatial", "09_spatial.ipynb").graded == [("double_test", 2.0)]

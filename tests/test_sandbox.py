@@ -620,15 +620,20 @@ def test_unsandboxed_kernel_cannot_kill_the_grader_through_its_parent_pid(tmp_pa
     assert after == "42"
 
 
-def test_stale_outputs_are_cleared_and_markdown_is_left_alone(tmp_path):
+def test_stale_outputs_are_cleared_skipped_cells_do_not_run_and_markdown_is_left_alone(tmp_path):
     require_sandbox()
-    nb = new_notebook(cells=[new_markdown_cell("# title"), new_code_cell("1 + 1"), new_code_cell("  ")])
+    nb = new_notebook(cells=[new_markdown_cell("# title"), new_code_cell("x = 1 + 1\nx"), new_code_cell("  "),
+                             new_code_cell("x = 3\nraise SystemExit"), new_code_cell("print(x)")])
     nb.cells[2].outputs = [{"output_type": "stream", "name": "stdout", "text": "forged record"}]
-    result = execute_notebook(nb, tmp_path, ROOMY)
-    assert result.status == "ok"
+    nb.cells[3].outputs = [{"output_type": "stream", "name": "stdout", "text": "forged record"}]
+    result = execute_notebook(nb, tmp_path, ROOMY, skip={3})
+    assert result.status == "ok" and result.detail == ""
     assert result.notebook.cells[0].source == "# title"
     assert text_of(result.notebook.cells[1]) == "2"
     assert result.notebook.cells[2].outputs == []
+    assert text_of(result.notebook.cells[3]) == sandbox.SKIPPED_NOTE         # not run: x is still 2
+    assert result.notebook.cells[3].execution_count is None
+    assert text_of(result.notebook.cells[4]) == "2\n"
     assert nb.cells[2].outputs[0]["text"] == "forged record"      # the caller's notebook is not changed
 
 

@@ -101,12 +101,8 @@ def stale_files(root: Path) -> list:
             committed = root / fresh.relative_to(copy)
             if not committed.exists() or not filecmp.cmp(fresh, committed, shallow=False):
                 stale.append(committed.relative_to(root))
-    try:
-        from tinytorch.grading.release import stale_release_files
-    except ModuleNotFoundError:
-        pass  # release tooling not installed yet
-    else:
-        stale.extend(stale_release_files(root))
+    from tinytorch.grading.release import stale_release_files
+    stale.extend(stale_release_files(root))
     return stale
 
 

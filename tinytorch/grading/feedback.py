@@ -99,28 +99,39 @@ def feedback_notebook(executed, submission_text: str, secrets: dict, points: dic
     return nbformat.from_dict({"nbformat": 4, "nbformat_minor": 5, "metadata": language, "cells": cells})
 
 
-def _make_exporter():
-    """nbconvert's classic HTML exporter, made cheaper for a class of near-identical pages:
-    bleach sanitising is cached by input (the module's own cells repeat on every page; a
-    student's cells are still sanitised), and HTMLExporter's final BeautifulSoup pass (image alt
-    texts and tab stops, ~0.7 s a page here) is skipped. Together ~1.6 s -> ~0.5 s a page."""
-    from nbconvert import HTMLExporter, TemplateExporter
-    from nbconvert.filters.highlight import Highlight2HTML
+@functools.lru_cache(maxsize=8192)
+def _sanitised(text: str) -> str:
     from nbconvert.filters.strings import clean_html
-    from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
+    return clean_html(text)
 
-    sanitised = functools.lru_cache(maxsize=8192)(clean_html)
+
+@functools.lru_cache(maxsize=8192)
+def _highlighted(source: str, language: str) -> str:
+    from nbconvert.filters.highlight import Highlight2HTML
+    return Highlight2HTML(pygments_lexer="ipython3")(source, language)
+
+
+def _make_exporter():
+    """nbconvert's classic HTML exporter, made cheaper for a class of near-identical pages: the
+    module's own cells repeat on every page, so bleach sanitising and pygments highlighting are
+    cached by input, once for all grading threads (a student's own cells are still sanitised and
+    highlighted, once), and HTMLExporter's final BeautifulSoup pass (image alt texts and tab
+    stops, ~0.7 s a page here) is skipped. A page took ~1.6 s, ~0.3 s with a per-thread
+    sanitising cache, and ~0.05 s so (measured in one run with `benchmarks/grade_class.py`'s notebooks)."""
+    from nbconvert import HTMLExporter, TemplateExporter
+    from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 
     class FeedbackExporter(HTMLExporter):
         def from_notebook_node(self, nb, resources=None, **kw):
             resources = self._init_resources(resources)
-            self.register_filter("highlight_code", Highlight2HTML(pygments_lexer="ipython3", parent=self))
+            self.register_filter("highlight_code",
+                                 lambda source, language=None, metadata=None: _highlighted(source, language or ""))
             self.register_filter("filter_data_type", WidgetsDataTypeFilter(
                 notebook_metadata=self._nb_metadata, parent=self, resources=resources))
             return TemplateExporter.from_notebook_node(self, nb, resources, **kw)
 
     exporter = FeedbackExporter(template_name="classic")
-    exporter.register_filter("clean_html", lambda html: sanitised(str(html)))
+    exporter.register_filter("clean_html", lambda html: _sanitised(str(html)))
     return exporter
 
 

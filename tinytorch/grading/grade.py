@@ -27,8 +27,9 @@ import nbformat
 
 from tinytorch.grading import feedback as fb
 from tinytorch.grading.executor import KernelLimits, execute_notebook, sandbox_available
-from tinytorch.grading.notebooks import (InvalidNotebook, cell_text, content_hash, graded_cells, grade_id,
-                                         read_submission, restore_cells, secret_lines)
+from tinytorch.grading.notebooks import (MARKER_WORDS, InvalidNotebook, cell_text, content_hash, demo_cells,
+                                         graded_cells, grade_id, is_demo, nbgrader_meta, read_submission,
+                                         restore_cells, secret_lines)
 from tinytorch.grading.scoring import reference_records_of, score_cells, short
 from tinytorch.grading.record import decode_records, encode_record
 
@@ -126,6 +127,11 @@ def load_assignment(course: Path, module: str, notebook: str) -> Assignment:
     ids = [gid for gid, _ in graded]
     if len(set(ids)) != len(ids):
         raise GradingError(f"{path}: duplicated grade ids in the source notebook")
+    for index, cell in enumerate(source.cells):
+        if is_demo(cell) and (nbgrader_meta(cell) or "#| export" in cell_text(cell) or
+                              any(marker in cell_text(cell) for marker in MARKER_WORDS)):
+            raise GradingError(f"{path}: cell {index + 1} is tagged demo (the grader skips it) but is also an "
+                               "nbgrader, export or solution cell; a demo cell must grade and export nothing")
     return Assignment(module, notebook, source, release, content_hash(data), graded, secret_lines(source))
 
 
@@ -180,7 +186,7 @@ def reference_records(assignment: Assignment, limits, state_dir: Path) -> dict:
             cell.outputs, cell.execution_count = [], None
     with tempfile.TemporaryDirectory(prefix="tito-reference-") as workdir:
         os.chmod(workdir, 0o777)
-        result = execute_notebook(nb, Path(workdir), limits)
+        result = execute_notebook(nb, Path(workdir), limits, skip=demo_cells(nb, assignment.source))
     points, messages = score_cells(result.notebook, assignment.graded, {})
     if result.status != "ok" or messages:
         raise GradingError(f"the reference solution in source/{assignment.module} does not pass its own tests "
@@ -248,7 +254,8 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
         (workdir / assignment.notebook).write_bytes(data)
         os.chmod(workdir, 0o777)
         os.chmod(workdir / assignment.notebook, 0o666)
-        result = execute_notebook(restored, workdir, limits)
+        # Unchanged demo cells (plots, measurements) grade nothing, so they are not run.
+        result = execute_notebook(restored, workdir, limits, skip=demo_cells(restored, assignment.source))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     points, messages = score_cells(result.notebook, assignment.graded, reference)

@@ -20,6 +20,7 @@ MARK_SCHEME = ("=== BEGIN MARK SCHEME ===", "=== END MARK SCHEME ===")
 # The words a leak scan looks for; a student who types them gets them neutralised in feedback.
 MARKER_WORDS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS",
                 "BEGIN MARK SCHEME", "END MARK SCHEME")
+DEMO_TAG = "demo"
 # Shorter secret lines ("pass", "return out") are too common to prove a leak.
 MIN_SECRET_LINE = 12
 
@@ -55,6 +56,22 @@ def is_locked(cell) -> bool:
 def is_restored(cell) -> bool:
     "A cell whose instructor version replaces the student's: locked or graded, and not a solution."
     return is_locked(cell) and not is_solution(cell)
+
+
+def is_demo(cell) -> bool:
+    "A demonstration cell: tagged `demo` in the instructor's notebook (plots, measurements; grades nothing)."
+    tags = cell.get("metadata", {}).get("tags", [])
+    return cell.get("cell_type") == "code" and isinstance(tags, list) and DEMO_TAG in tags
+
+
+def demo_cells(nb, source) -> list:
+    """Indices of the code cells of `nb` whose text is, unchanged, one of `source`'s demo cells.
+
+    The grader does not run them. The decision rests on the instructor's text only: a student's
+    tag counts for nothing, and an edited demo cell is the student's own code, which runs."""
+    texts = {cell_text(c).strip() for c in source.cells if is_demo(c)}
+    return [i for i, c in enumerate(nb.cells)
+            if c.get("cell_type") == "code" and cell_text(c).strip() in texts and cell_text(c).strip()]
 
 
 def graded_cells(nb) -> list:

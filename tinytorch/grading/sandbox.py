@@ -81,6 +81,7 @@ TRACEBACK_BYTES = 20_000   # an error output is always kept, but its traceback i
 UID_BASE = 1_880_000_000   # pool of unprivileged uids, one per kernel running at the same time
 UID_SLOTS = 512
 KERNEL_OUTPUT_SLACK = 65536  # the kernel forwards this much past the cap, so the grader sees the cut
+SKIPPED_NOTE = "[not run by the grader: an unchanged demo cell, which grades nothing]\n"
 IDLE_AFTER_REPLY = 2.0       # seconds to wait for the end of a cell's output once it has surely ended
 
 # Files of the package a student's notebook may import; everything else (the solutions in
@@ -127,6 +128,10 @@ if len(sys.argv) > 1 and sys.argv[1] == "--fork-guard":
         _, _status = os.waitpid(_child, 0)
         _code = os.waitstatus_to_exitcode(_status)
         os._exit(128 - _code if _code < 0 else _code)
+
+# No debugger in a grading kernel: nothing would attach to it, and importing debugpy costs
+# ~0.15 s of every kernel's start. ipykernel reads the failed import as "debugpy not installed".
+sys.modules["debugpy"] = None
 
 from ipykernel.kernelapp import IPKernelApp
 
@@ -1031,9 +1036,9 @@ def _seconds(value) -> str:
     return f"{value:g} s"
 
 
-def _note(text: str):
+def _note(text: str, name: str = "stderr"):
     from nbformat.v4 import new_output
-    return new_output("stream", name="stderr", text=text)
+    return new_output("stream", name=name, text=text)
 
 
 def _error_output(ename: str, evalue: str):
@@ -1072,8 +1077,9 @@ def _tidy_streams(outputs):
             out["text"] = text
 
 
-def execute_notebook(nb, workdir: Path, limits: KernelLimits) -> "ExecutionResult":
-    """Run every code cell of (a copy of) `nb` in a fresh kernel whose working folder is `workdir`.
+def execute_notebook(nb, workdir: Path, limits: KernelLimits, skip=()) -> "ExecutionResult":
+    """Run every code cell of (a copy of) `nb` in a fresh kernel whose working folder is `workdir`,
+    except the cells whose indices are in `skip` (they get a note saying so, see `SKIPPED_NOTE`).
 
     Sandboxed, the kernel sees `workdir` with the files in it (read-only) and may write there,
     into memory capped at WORKDIR_BYTES: nothing it writes reaches the grader's `workdir`.
@@ -1099,7 +1105,10 @@ def execute_notebook(nb, workdir: Path, limits: KernelLimits) -> "ExecutionResul
     for i in code_cells:
         nb.cells[i].outputs = []
         nb.cells[i].execution_count = None
-    runnable = [i for i in code_cells if nb.cells[i].source.strip()]
+    skip = set(skip)
+    for i in skip & set(code_cells):
+        nb.cells[i].outputs = [_note(SKIPPED_NOTE, name="stdout")]
+    runnable = [i for i in code_cells if nb.cells[i].source.strip() and i not in skip]
     runtime = student_runtime()
     run = _Run(nb, workdir, limits)
     with _UidSlot(limits.sandbox) as slot:
