@@ -11,7 +11,7 @@ from tinytorch.grading.grade import GradingError, discover, load_assignment
 from tinytorch.grading.notebooks import (InvalidNotebook, demo_cells, grade_id, read_submission, restore_cells,
                                          secret_lines)
 from tinytorch.grading.record import encode_record
-from tinytorch.grading.scoring import score_cells
+from tinytorch.grading.scoring import error_summary, score_cells
 
 
 def meta(**fields):
@@ -120,6 +120,15 @@ def test_a_cell_scores_only_with_no_error_and_every_reference_record_matching(pr
     got, messages = score_cells(executed_test_cell(printed, error), [("double_test", 2.0)], REFERENCE)
     assert got == {"double_test": points}
     assert messages.get("double_test") == reasons
+
+
+@pytest.mark.parametrize("evalue, shown", [
+    ("unexpected indent (3440546843.py, line 4)", "IndentationError: unexpected indent (line 4)"),
+    ("invalid syntax (/tmp/ipykernel_7/24276757.py, line 10)", "IndentationError: invalid syntax (line 10)"),
+    ("bad value (see my_helper.py, line 3)", "IndentationError: bad value (see my_helper.py, line 3)"),
+])
+def test_a_syntax_error_names_the_line_not_ipythons_cell_file(evalue, shown):
+    assert error_summary({"ename": "IndentationError", "evalue": evalue}) == shown
 
 
 def test_stderr_is_not_an_error():

@@ -12,7 +12,7 @@ import pytest
 
 from tinytorch.commands.course import nbdev_export
 from tinytorch.grading.notebooks import HIDDEN, SOLUTION, cell_text, nbgrader_meta
-from tinytorch.grading.release import LeakError, generate, leak_report, scan_release
+from tinytorch.grading.release import LeakError, alembic_head, generate, leak_report, scan_release, venv_on_path
 from tinytorch.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,3 +127,19 @@ def test_released_notebook_exports_to_a_stubbed_package(tmp_path):
                                 ("conv2d_loops", "Conv2d", "MaxPool2d", "avg_pool2d_loops", "BatchNorm2d")}
     source = (project / "tinytorch" / "core" / "spatial.py").read_text()
     assert "BEGIN SOLUTION" not in source and "raise NotImplementedError()" in source
+
+
+def test_the_gradebook_schema_revision_read_from_nbgrader_files_is_the_one_alembic_reports(tmp_path):
+    "venv_on_path() swaps nbgrader's `alembic heads` subprocess (~2.5 s per new gradebook) for alembic_head()."
+    from nbgrader.dbutil import _temp_alembic_ini
+    import nbgrader.api
+    venv_on_path()
+    with _temp_alembic_ini(f"sqlite:///{tmp_path / 'gradebook.db'}") as ini:
+        heads = subprocess.check_output([str(Path(sys.executable).parent / "alembic"), "-c", ini, "heads"], text=True)
+    assert alembic_head() == heads.split()[0]
+    assert nbgrader.api.get_alembic_version is alembic_head
+    gradebook = nbgrader.api.Gradebook(f"sqlite:///{tmp_path / 'new.db'}")
+    try:
+        assert gradebook.db.execute(nbgrader.api.text("SELECT version_num FROM alembic_version")).scalar() == heads.split()[0]
+    finally:
+        gradebook.close()

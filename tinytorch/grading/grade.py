@@ -209,12 +209,13 @@ def _summarise(messages: dict) -> list:
 
 
 def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, out: Path,
-              sandbox_note: str = "") -> Result:
+              sandbox_note: str = "", scanned: set | None = None) -> Result:
     """Grade one submission; writes its autograded notebook and feedback page. Never raises for
     student faults; a leak raises GradingError; a bug of the grader's own costs only this
-    submission (status crashed, the error named in `detail`, so the instructor sees it)."""
+    submission (status crashed, the error named in `detail`, so the instructor sees it).
+    The student's name is added to `scanned` once their page has been scanned for leaks and written."""
     try:
-        return _grade_one(sub, assignment, reference, limits, out, sandbox_note)
+        return _grade_one(sub, assignment, reference, limits, out, sandbox_note, scanned)
     except GradingError:
         raise
     except Exception as error:  # noqa: BLE001 - one submission must never stop the class
@@ -227,7 +228,7 @@ def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, 
 
 
 def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, out: Path,
-               sandbox_note: str = "") -> Result:
+               sandbox_note: str = "", scanned: set | None = None) -> Result:
     zero = {gid: 0.0 for gid, _ in assignment.graded}
     base = dict(student=sub.student, max_score=assignment.max_score, source_hash=assignment.source_hash)
     notes = [sandbox_note] if sandbox_note else []
@@ -267,6 +268,8 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
     outcome = Result(status=status, score=float(sum(points.values())), detail=detail, cells=points,
                      submission_hash=digest, seconds=result.seconds, **base)
     _write_outputs(sub, assignment, result.notebook, submission, points, messages, outcome, out)
+    if scanned is not None:
+        scanned.add(sub.student)
     return outcome
 
 
@@ -354,10 +357,13 @@ def write_csv(path: Path, results: list, graded: list) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def scan_feedback(out: Path, assignment: Assignment, submissions: list) -> list:
-    "Leaks in every feedback page under `out/feedback` (a student's own text does not count)."
+def scan_feedback(out: Path, assignment: Assignment, submissions: list, scanned=frozenset()) -> list:
+    """Leaks in every feedback page under `out/feedback` (a student's own text does not count),
+    but those of `scanned`: pages this process scanned as it wrote them."""
     own = {}
     for sub in submissions:
+        if sub.student in scanned:
+            continue
         try:
             own[sub.student] = "\n".join(cell_text(c) for c in read_submission(sub.data()).cells) if sub.path else ""
         except (InvalidNotebook, OSError):
@@ -469,6 +475,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
             todo.append(sub)
     reused = len(results)
     csv_path = out / "grades.csv"
+    scanned = set()
     gradebook = Gradebook(out, module, notebook, settings.course_id)
     bar = None
     if progress:
@@ -488,8 +495,8 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
                 keep(result)
         else:
             with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="grade") as pool:
-                futures = {pool.submit(grade_one, sub, assignment, reference, limits, out, sandbox_note): sub
-                           for sub in todo}
+                futures = {pool.submit(grade_one, sub, assignment, reference, limits, out, sandbox_note,
+                                       scanned): sub for sub in todo}
                 for future in as_completed(futures):
                     keep(future.result())  # GradingError (a leak, a broken course) stops the batch loudly
     finally:
@@ -497,7 +504,9 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
             bar.close()
         gradebook.close()
     write_csv(csv_path, [results[s.student] for s in submissions], assignment.graded)
-    problems = scan_feedback(out, assignment, submissions)
+    # Pages reused from an earlier run (perhaps of another source), graded on a cluster, or
+    # written for missing and unreadable notebooks are scanned now; the others were at writing.
+    problems = scan_feedback(out, assignment, submissions, scanned)
     if problems:
         raise GradingError("secret text found in feedback/:\n  " + "\n  ".join(problems[:40]))
     return BatchReport([results[s.student] for s in submissions], len(todo), reused, csv_path,

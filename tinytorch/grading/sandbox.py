@@ -499,7 +499,7 @@ class _Kernel:
         guard = [] if limits.sandbox else ["--fork-guard"]
         python = [sys.executable, "-I", "-B", "-X", "frozen_modules=off", str(runtime / _BOOT_NAME), *guard,
                   "-f", str(connection), "--HistoryManager.enabled=False",
-                  "--InteractiveShellApp.ignore_cwd=True"]
+                  "--InteractiveShellApp.ignore_cwd=True", "--InteractiveShell.xmode=Plain"]
         prlimit = shutil.which("prlimit")
         limit_args = [f"--as={int(limits.memory_mb) * 2**20}", f"--cpu={int(limits.submission_timeout) + 10}",
                       f"--fsize={MAX_FILE_BYTES}", "--core=0"]

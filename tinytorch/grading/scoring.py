@@ -4,6 +4,8 @@ A graded cell earns its points iff (nbgrader's rule) it shows no error output �
 an error: an honest warning costs nothing — AND every record the reference solution printed in
 that cell was printed by the submission in that same cell, with the same shape and values
 (np.allclose, rtol=1e-5, atol=1e-6). The student's process never decides anything."""
+import re
+
 import numpy as np
 
 from tinytorch.grading.notebooks import grade_id, is_graded
@@ -35,9 +37,14 @@ def short(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+# IPython names each cell's code after a hash of its text: "(3440546843.py, line 4)" means
+# nothing to a student (and changes with every edit of the cell), "(line 4)" does.
+CELL_FILE = re.compile(r"\([^()]*?\b\d+\.py, line (\d+)\)")
+
+
 def error_summary(error) -> str:
     name = short(error.get("ename", "Error"), 60)
-    value = str(error.get("evalue", "")).strip().splitlines()
+    value = CELL_FILE.sub(r"(line \1)", str(error.get("evalue", ""))).strip().splitlines()
     # Record marker lines are protocol data, never a message.
     value = [line for line in value if MARKER not in line]
     if not value or not value[0].strip():
