@@ -829,6 +829,9 @@ class _Run:
                         continue
                     if channel == "shell":
                         replied = True
+                        # The kernel is up. If its status went out before our subscription
+                        # reached it, it is lost: ask again soon rather than wait out the second.
+                        wait_until = min(wait_until, time.monotonic() + 0.05)
                     elif msg["msg_type"] == "status":
                         published = True
                 if not self.kernel.alive():
