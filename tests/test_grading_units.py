@@ -149,8 +149,10 @@ def test_feedback_drops_hidden_code_records_tracebacks_and_smuggled_lines_but_ke
         nbformat.v4.new_output("error", ename="AssertionError", evalue="double every element",
                                traceback=[f"----> 3 {hidden_line}"])]
     page = to_html(feedback_notebook(executed, own, secret_lines(source), {"double_test": 0.0},
-                                     {"double_test": ["double every element"]}, [("double_test", 2.0)], "# Feedback"))
+                                     {"double_test": ["double every element"]}, [("double_test", 2.0)], "# Feedback"),
+                   "Feedback: 09_spatial, <b>ann</b>")
     assert find_leaks(page, secret_lines(source), own) == []
+    assert "<title>Feedback: 09_spatial, &lt;b&gt;ann&lt;/b&gt;</title>" in page
     assert "hello" in page and "double every element" in page and "0 / 2 points" in page
     assert "doubling secret" in page          # the student's own line is theirs to see
     assert "BEGIN SOLUTION" not in page       # their marker words are defused, not a leak

@@ -135,10 +135,11 @@ def _make_exporter():
     return exporter
 
 
-def to_html(nb) -> str:
+def to_html(nb, title: str = "Feedback") -> str:
+    "The page of `nb`, titled `title` (which the template escapes)."
     if getattr(_exporter, "value", None) is None:
         _exporter.value = _make_exporter()
-    body, _ = _exporter.value.from_notebook_node(nb)
+    body, _ = _exporter.value.from_notebook_node(nb, resources={"metadata": {"name": title}})
     return body
 
 

@@ -283,7 +283,8 @@ def _write_ungraded(sub, assignment, outcome, out: Path) -> None:
         f"# Feedback: {assignment.module}, {sub.student}\n\n**Score: 0 / {outcome.max_score:g}** "
         f"(status: {outcome.status}): {why}.\n\n{html.escape(outcome.detail)}")])
     nb.cells[0]["id"] = "feedback-0"
-    atomic_write(out / "feedback" / sub.student / f"{assignment.module}.html", fb.to_html(nb))
+    atomic_write(out / "feedback" / sub.student / f"{assignment.module}.html",
+                 fb.to_html(nb, f"Feedback: {assignment.module}, {sub.student}"))
 
 
 def _write_outputs(sub, assignment, executed, submission, points, messages, outcome, out: Path) -> None:
@@ -293,7 +294,7 @@ def _write_outputs(sub, assignment, executed, submission, points, messages, outc
     header = (f"# Feedback: {assignment.module}, {sub.student}\n\n"
               f"**Score: {outcome.score:g} / {outcome.max_score:g}** (status: {outcome.status})")
     page = fb.to_html(fb.feedback_notebook(executed, own_text, assignment.secrets, points, messages,
-                                           assignment.graded, header))
+                                           assignment.graded, header), f"Feedback: {assignment.module}, {sub.student}")
     leaks = fb.find_leaks(page, assignment.secrets, own_text)
     if leaks:
         raise GradingError(f"feedback for {sub.student} would leak: {'; '.join(leaks[:5])}")
