@@ -1,9 +1,6 @@
 """Notebooks a student would have, for the student-workflow and browser tests: the released
 notebook (stubs), the same notebook filled in with the reference solution, and a broken one."""
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,21 +9,10 @@ SOURCE = ROOT / "source" / MODULE / f"{MODULE}.ipynb"
 RELEASE = ROOT / "release" / MODULE / f"{MODULE}.ipynb"
 
 
-def released_notebook(scratch: Path) -> Path:
-    "The student version: the committed release/ notebook, or one made here with nbgrader while release/ is not built."
-    if RELEASE.exists():
-        return RELEASE
-    course = Path(scratch) / "course"
-    (course / "source" / MODULE).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(SOURCE, course / "source" / MODULE / SOURCE.name)
-    nbgrader = Path(sys.executable).with_name("nbgrader")
-    env_path = f"{nbgrader.parent}:{Path('/usr/bin')}:{Path('/bin')}"
-    result = subprocess.run([str(nbgrader), "generate_assignment", MODULE, "--force",
-                             f"--CourseDirectory.root={course}"],
-                            cwd=course, capture_output=True, text=True, env={"PATH": env_path, "HOME": str(course)})
-    made = course / "release" / MODULE / SOURCE.name
-    assert made.exists(), f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}"
-    return made
+def released_notebook() -> Path:
+    "The student version: the committed release/ notebook (`tito check` keeps it up to date with nbs/)."
+    assert RELEASE.exists(), f"{RELEASE} is missing: run `tito release`"
+    return RELEASE
 
 
 def _text(cell) -> str:

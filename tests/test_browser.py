@@ -171,7 +171,7 @@ def _validate(page, screenshot: str) -> tuple:
 def test_student_in_jupyterlab(tmp_path):
     _require_browser()
     from playwright.sync_api import sync_playwright
-    released = released_notebook(tmp_path / "scratch")
+    released = released_notebook()
     work = tmp_path / "work"
     work.mkdir()
     shutil.copyfile(released, work / NOTEBOOK)

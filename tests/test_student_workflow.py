@@ -45,8 +45,8 @@ def report_lines(output: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def released(tmp_path_factory) -> Path:
-    return released_notebook(tmp_path_factory.mktemp("release"))
+def released() -> Path:
+    return released_notebook()
 
 
 def student_folder(tmp_path_factory, released, name, edit=None, fill=True) -> Path:
