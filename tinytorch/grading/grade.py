@@ -488,6 +488,11 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
         results[result.student] = result
         write_csv(csv_path, list(results.values()), assignment.graded)
         if bar is not None:
+            # e.g. "41 graded, 2 timeout, 1 invalid": a class-wide fault shows while the batch runs
+            counts = {}
+            for done in results.values():
+                counts[done.status] = counts.get(done.status, 0) + 1
+            bar.set_postfix_str(", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts), refresh=False)
             bar.update(1)
 
     try:
