@@ -635,6 +635,7 @@ def test_stale_outputs_are_cleared_skipped_cells_do_not_run_and_markdown_is_left
     assert result.notebook.cells[3].execution_count is None
     assert text_of(result.notebook.cells[4]) == "2\n"
     assert nb.cells[2].outputs[0]["text"] == "forged record"      # the caller's notebook is not changed
+    assert 0 < result.kernel_cpu < result.seconds + 1            # read from /proc before the kernel ended
 
 
 def test_sandbox_refuses_to_run_where_bubblewrap_cannot(monkeypatch, tmp_path):

@@ -92,7 +92,8 @@ class Result:
     cells: dict = field(default_factory=dict)
     submission_hash: str = ""
     source_hash: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0       # wall time of the notebook's execution
+    kernel_cpu: float = 0.0    # CPU seconds its kernel(s) used
 
     def row(self, graded: list) -> list:
         return ([_spreadsheet_safe(self.student), f"{self.score:g}", f"{self.max_score:g}", self.status,
@@ -266,7 +267,7 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
     execution = [short(result.detail, 300)] if result.detail else []
     detail = "; ".join(notes + flags + execution + _summarise(messages))
     outcome = Result(status=status, score=float(sum(points.values())), detail=detail, cells=points,
-                     submission_hash=digest, seconds=result.seconds, **base)
+                     submission_hash=digest, seconds=result.seconds, kernel_cpu=result.kernel_cpu, **base)
     _write_outputs(sub, assignment, result.notebook, submission, points, messages, outcome, out)
     if scanned is not None:
         scanned.add(sub.student)

@@ -204,6 +204,7 @@ class ExecutionResult:
     not_run_cells: list = field(default_factory=list)  # code cells that never finished (given an error output)
     output_truncated: bool = False
     restarts: int = 0
+    kernel_cpu: float = 0.0   # CPU seconds the kernels used (their own and their reaped children's)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,6 +329,17 @@ def _proc_stat(pid: int):
         return int(fields[1]), os.readlink(f"/proc/{pid}/ns/pid")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _cpu_seconds(pid) -> float:
+    "CPU seconds `pid` and its reaped children have used (user + system), 0 when it is gone."
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            text = handle.read()
+        fields = text[text.rindex(b")") + 2:].split()
+        return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, TypeError):
+        return 0.0
 
 
 def _all_pids() -> list:
@@ -664,7 +676,8 @@ class _Kernel:
             _kill(pid, signal.SIGCONT)
 
     def stop(self):
-        "End the kernel and every process it started; return once none is left."
+        "End the kernel and every process it started; return once none is left. Sets `cpu_seconds`."
+        self.cpu_seconds = _cpu_seconds(self.kernel_pid())
         for channel, monitor in zip((self.shell, self.iopub), self.monitors):
             try:
                 channel.socket.disable_monitor()
@@ -810,6 +823,7 @@ class _Run:
         self.not_run = []
         self.restarts = 0
         self.kernel = None
+        self.kernel_cpu = 0.0
         self.display_ids = {}     # display_id -> outputs showing it
         self.clear_pending = False  # clear_output(wait=True): clear when the next output comes
 
@@ -850,6 +864,11 @@ class _Run:
                                    final=True)
                 raise _Stopped("crashed", f"the grading kernel did not start within {KERNEL_START_TIMEOUT} s",
                                final=True)
+
+    def stop_kernel(self):
+        self.kernel.stop()
+        self.kernel_cpu += self.kernel.cpu_seconds
+        self.kernel = None
 
     def _poll(self, timeout: float):
         "Messages ready within `timeout` seconds, as (channel name, message)."
@@ -1141,8 +1160,7 @@ def execute_notebook(nb, workdir: Path, limits: KernelLimits, skip=()) -> "Execu
                     cell = nb.cells[index]
                     cell.outputs.append(_error_output(stop.ename, stop.words))
                     if run.kernel is not None:
-                        run.kernel.stop()
-                        run.kernel = None
+                        run.stop_kernel()
                     position += 1
                     run.not_run.append(index)
                     if position >= len(runnable):
@@ -1157,7 +1175,7 @@ def execute_notebook(nb, workdir: Path, limits: KernelLimits, skip=()) -> "Execu
                     "CellNotRun", "this cell did not run: the notebook was stopped before it"))
         finally:
             if run.kernel is not None:
-                run.kernel.stop()
+                run.stop_kernel()
     for index in code_cells:
         for out in nb.cells[index].outputs:
             if out.get("output_type") == "error" and str(out.get("ename", "")).endswith("MemoryError"):
@@ -1175,7 +1193,7 @@ def execute_notebook(nb, workdir: Path, limits: KernelLimits, skip=()) -> "Execu
     detail = "; ".join(words for _, words in run.events)
     return ExecutionResult(notebook=nb, status=status, detail=detail, seconds=run.seconds(),
                            timed_out_cells=sorted(set(run.timed_out)), not_run_cells=run.not_run,
-                           output_truncated=run.truncated, restarts=run.restarts)
+                           output_truncated=run.truncated, restarts=run.restarts, kernel_cpu=run.kernel_cpu)
 
 
 def _cell_range(run: _Run, indices: list) -> str:
