@@ -13,7 +13,7 @@ from tinytorch.core.spatial import (AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d, S
                                     batch_norm2d_loops, conv2d_loops, max_pool2d_loops, output_size, pad_input,
                                     pair)
 from tinytorch.core.tensor import Tensor, check_gradient, manual_seed
-from torch_compare import assert_close, compare_with_torch, geometry, to_float64
+from torch_compare import assert_close, compare_with_torch, geometry
 
 # the loops are slow: few, small examples
 LOOPS = settings(max_examples=20, deadline=None)
@@ -78,7 +78,7 @@ def test_batch_norm2d_matches_torch(n, c, h, w, training, seed):
         n = 2
     rng = np.random.default_rng(seed)
     ours, theirs = BatchNorm2d(c, momentum=0.3), torch.nn.BatchNorm2d(c, momentum=0.3)
-    to_float64(ours)
+    ours.double()
     ours.gamma.data, ours.beta.data = rng.standard_normal(c), rng.standard_normal(c)
     ours.running_mean[...], ours.running_var[...] = rng.standard_normal(c), rng.uniform(0.5, 2.0, c)
     ours.train(training)
@@ -89,7 +89,7 @@ def test_batch_norm2d_matches_torch(n, c, h, w, training, seed):
 def test_batch_norm2d_buffers_follow_torch_over_two_batches_then_eval():
     "Training updates the buffers like PyTorch, batch after batch; eval then uses them."
     rng = np.random.default_rng(5)
-    ours, theirs = to_float64(BatchNorm2d(3)), torch.nn.BatchNorm2d(3).double()
+    ours, theirs = BatchNorm2d(3).double(), torch.nn.BatchNorm2d(3).double()
     ours.gamma.data, ours.beta.data = rng.standard_normal(3), rng.standard_normal(3)
     for batch in (rng.normal(2.0, 3.0, (4, 3, 3, 2)), rng.normal(-1.0, 0.5, (2, 3, 2, 3))):
         compare_with_torch(ours, theirs, batch, BN_PAIRS, seed=1)      # buffers carried over, not re-copied
@@ -169,7 +169,7 @@ def test_batch_norm2d_loops_matches_torch_functional_and_leaves_input_alone():
 ])
 def test_input_gradient_matches_finite_differences(make_layer, shape):
     manual_seed(4)
-    layer = to_float64(make_layer())
+    layer = make_layer().double()
     if isinstance(layer, BatchNorm2d):
         layer.gamma.data = np.array([1.5, -0.7])
         layer.running_mean[...], layer.running_var[...] = [0.3, -0.2], [2.0, 0.5]
@@ -184,7 +184,7 @@ def test_input_gradient_matches_finite_differences(make_layer, shape):
 
 
 def test_conv2d_parameter_gradients_match_finite_differences():
-    layer = to_float64(Conv2d(2, 2, 2, stride=(1, 2), padding=1))
+    layer = Conv2d(2, 2, 2, stride=(1, 2), padding=1).double()
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2, 2, 3, 4))
     upstream = rng.standard_normal(layer(x).shape)
@@ -385,9 +385,9 @@ def test_fast_without_im2col_says_so(monkeypatch):
 def test_fast_matches_loops():
     "impl='fast' (module 17) agrees with the loops through a whole SimpleCNN, forward and backward."
     loops, fast = SimpleCNN(2, 3, 8), SimpleCNN(2, 3, 8, impl="fast")
-    to_float64(loops)
+    loops.double()
     fast.load_state_dict(loops.state_dict())
-    to_float64(fast)
+    fast.double()
     x = np.random.default_rng(0).standard_normal((2, 2, 8, 8))
     inputs = [Tensor(x, requires_grad=True) for _ in range(2)]
     outputs = [model(t) for model, t in zip((loops, fast), inputs)]
@@ -397,3 +397,22 @@ def test_fast_matches_loops():
     assert_close(inputs[1].grad, inputs[0].grad, "fast input gradient")
     for (name, mine), (_, theirs) in zip(loops.named_parameters(), fast.named_parameters()):
         assert_close(theirs.grad, mine.grad, f"fast gradient of {name}")
+
+
+def test_double_and_float_convert_parameters_gradients_and_buffers_in_place():
+    "A float32 BatchNorm given float64 data normalises with float32 statistics; .double() makes it exact, as in torch."
+    rng = np.random.default_rng(3)
+    layer = BatchNorm2d(2)
+    layer(rng.normal(size=(4, 2, 3, 3)))                                  # float32 running statistics
+    assert layer.double() is layer
+    assert {layer.running_mean.dtype, layer.running_var.dtype, layer.gamma.data.dtype} == {np.dtype(np.float64)}
+    x = rng.normal(size=(1, 2, 3, 3))
+    expected = ((x - layer.running_mean[None, :, None, None])
+                / np.sqrt(layer.running_var[None, :, None, None] + 1e-5))
+    np.testing.assert_allclose(layer.eval()(x).data, expected, rtol=1e-13, atol=1e-13)
+    model = SimpleCNN(1, 2, 4)
+    model(rng.normal(size=(2, 1, 4, 4))).sum().backward()
+    model.double()
+    assert {p.data.dtype for p in model.parameters()} | {p.grad.dtype for p in model.parameters()} == {np.dtype(np.float64)}
+    model.float()
+    assert {p.data.dtype for p in model.parameters()} | {p.grad.dtype for p in model.parameters()} == {np.dtype(np.float32)}

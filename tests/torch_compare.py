@@ -23,25 +23,12 @@ def assert_close(ours, theirs, what: str) -> None:
     assert np.allclose(ours, theirs, rtol=RTOL, atol=ATOL), f"{what}: max abs difference {difference:.3g} from PyTorch"
 
 
-def to_float64(module: Module) -> Module:
-    "Turn every parameter and buffer of `module` (and its sub-modules) into float64, in place."
-    for _, parameter in module.named_parameters():
-        parameter.data = parameter.data.astype(np.float64)
-    stack = [module]
-    while stack:
-        current = stack.pop()
-        for name in current._buffers:
-            setattr(current, name, np.asarray(getattr(current, name), dtype=np.float64).copy())
-        stack.extend(current.children())
-    return module
-
-
 def compare_with_torch(ours: Module, theirs: torch.nn.Module, x: np.ndarray, pairs: dict,
                        buffers: dict | None = None, seed: int = 0) -> tuple:
     """Copy our parameters (`pairs`: our name -> torch name) and buffers into `theirs`, run both on
     float64 `x`, push the same random upstream gradient back, and compare output, input gradient
     and every listed parameter gradient (and the buffers afterwards). Returns (our output, torch output)."""
-    to_float64(ours)
+    ours.double()
     theirs = theirs.double()
     ours_params = dict(ours.named_parameters())
     theirs_params = dict(theirs.named_parameters())

@@ -67,6 +67,26 @@ class Module:
     def eval(self) -> "Module":
         return self.train(False)
 
+    def double(self) -> "Module":
+        "Every parameter and buffer, here and in the sub-modules, as float64, in place; returns self (torch's .double())."
+        return self._cast(np.float64)
+
+    def float(self) -> "Module":
+        "Every parameter and buffer as float32, in place; returns self (torch's .float())."
+        return self._cast(np.float32)
+
+    def _cast(self, dtype) -> "Module":
+        for _, parameter in self.named_parameters():
+            parameter.data = parameter.data.astype(dtype)
+            parameter.grad = None if parameter.grad is None else parameter.grad.astype(dtype)
+        modules = [self]
+        while modules:
+            module = modules.pop()
+            for name in module._buffers:
+                setattr(module, name, np.array(getattr(module, name), dtype=dtype))
+            modules.extend(module.children())
+        return self
+
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad = None
