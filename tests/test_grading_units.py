@@ -1,15 +1,18 @@
 """The grader's notebook surgery, scoring and feedback sanitising, on small notebooks (no kernels)."""
 import copy
 import json
+from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
 
 from tinytorch.grading.feedback import feedback_notebook, find_leaks, to_html
-from tinytorch.grading.grade import GradingError, discover, load_assignment
-from tinytorch.grading.notebooks import (InvalidNotebook, demo_cells, grade_id, read_submission, restore_cells,
-                                         secret_lines)
+from tinytorch.grading.grade import GradingError, Submission, discover, grade_one, load_assignment
+from tinytorch.grading.notebooks import (InvalidNotebook, content_hash, demo_cells, grade_id, read_submission,
+                                         restore_cells, secret_lines)
+from tinytorch.grading.sandbox import KernelLimits
+from tinytorch.settings import load_settings
 from tinytorch.grading.record import encode_record
 from tinytorch.grading.scoring import error_summary, score_cells
 
@@ -218,3 +221,25 @@ def test_a_demo_cell_that_grades_or_exports_is_refused(tmp_path):
     bad.cells[4].source = "print('a plot')"
     nbformat.write(bad, folder / "09_spatial.ipynb")
     assert load_assignment(tmp_path, "09_spatial", "09_spatial.ipynb").graded == [("double_test", 2.0)]
+
+
+def test_a_notebook_above_the_size_cap_is_invalid_without_being_read(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    assignment = load_assignment(root, "09_spatial", "09_spatial.ipynb")
+    big = tmp_path / "big.ipynb"
+    big.write_bytes(b'{"cells": [], "padding": "' + b"x" * (3 * 2**20) + b'"}')
+    result = grade_one(Submission("big", big), assignment, {}, KernelLimits(max_notebook_mb=2), tmp_path / "out")
+    assert (result.status, result.score) == ("invalid", 0.0)
+    assert result.detail.startswith("the notebook is 3 MiB, above the 2 MiB a submission may be: clear its outputs")
+    assert result.submission_hash == content_hash(big.read_bytes())
+    page = (tmp_path / "out" / "feedback" / "big" / "09_spatial.html").read_text(encoding="utf-8")
+    assert "above the 2 MiB" in page
+
+
+def test_settings_name_a_missing_grading_key(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "settings.ini").read_text(encoding="utf-8")
+    assert load_settings(root).max_notebook_mb == 64
+    (tmp_path / "settings.ini").write_text(text.replace("max_notebook_mb = 64\n", ""), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"\[grading\] max_notebook_mb"):
+        load_settings(tmp_path)

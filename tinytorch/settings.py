@@ -15,6 +15,7 @@ class CourseSettings:
     memory_mb: int
     max_processes: int
     max_output_bytes: int
+    max_notebook_mb: int
     sandbox: bool
     jobs: int
 
@@ -36,17 +37,23 @@ def load_settings(root: Path) -> CourseSettings:
     try:
         course, grading = parser["course"], parser["grading"]
         modules = tuple(m.strip() for m in course["modules"].split(",") if m.strip())
+
+        def required(read, key):
+            if key not in grading:   # configparser would answer None
+                raise KeyError(f"[grading] {key}")
+            return read(key)
         return CourseSettings(
             course_id=course["course_id"],
             modules=modules,
             notebooks={m: course.get(f"notebook_{m}", f"{m}.ipynb") for m in modules},
-            cell_timeout=grading.getint("cell_timeout"),
-            submission_timeout=grading.getint("submission_timeout"),
-            memory_mb=grading.getint("memory_mb"),
-            max_processes=grading.getint("max_processes"),
-            max_output_bytes=grading.getint("max_output_bytes"),
-            sandbox=grading.getboolean("sandbox"),
-            jobs=grading.getint("jobs"),
+            cell_timeout=required(grading.getint, "cell_timeout"),
+            submission_timeout=required(grading.getint, "submission_timeout"),
+            memory_mb=required(grading.getint, "memory_mb"),
+            max_processes=required(grading.getint, "max_processes"),
+            max_output_bytes=required(grading.getint, "max_output_bytes"),
+            max_notebook_mb=required(grading.getint, "max_notebook_mb"),
+            sandbox=required(grading.getboolean, "sandbox"),
+            jobs=required(grading.getint, "jobs"),
         )
     except (KeyError, ValueError) as error:
         raise ValueError(f"{path}: bad or missing setting ({error}); see the comments in the file") from error

@@ -28,7 +28,7 @@ import nbformat
 from tinytorch.grading import feedback as fb
 from tinytorch.grading.executor import KernelLimits, execute_notebook, sandbox_available
 from tinytorch.grading.notebooks import (MARKER_WORDS, InvalidNotebook, cell_text, content_hash, demo_cells,
-                                         graded_cells, grade_id, is_demo, nbgrader_meta, read_submission,
+                                         file_hash, graded_cells, is_demo, nbgrader_meta, read_submission,
                                          restore_cells, secret_lines)
 from tinytorch.grading.scoring import reference_records_of, score_cells, short
 from tinytorch.grading.record import decode_records, encode_record
@@ -65,6 +65,18 @@ class Submission:
 
     def data(self) -> bytes | None:
         return self.path.read_bytes() if self.path is not None else None
+
+    def digest(self) -> str:
+        "The content hash of the submitted bytes (\"missing\" without a notebook), read in pieces."
+        return file_hash(self.path) if self.path is not None else "missing"
+
+    def oversize(self, max_mb: float) -> str:
+        "Why the file is too large to read (empty when it is not)."
+        size = self.path.stat().st_size if self.path is not None else 0
+        if size <= max_mb * 2**20:
+            return ""
+        return (f"the notebook is {size / 2**20:,.0f} MiB, above the {max_mb:g} MiB a submission may be: clear "
+                f"its outputs (Kernel > Restart Kernel and Clear Outputs), save and submit again")
 
 
 @dataclass
@@ -238,10 +250,16 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
                          submission_hash="missing", **base)
         _write_ungraded(sub, assignment, outcome, out)
         return outcome
-    data = sub.data()
-    digest = content_hash(data)
     if sub.problem:
         notes.append(sub.problem)
+    too_large = sub.oversize(limits.max_notebook_mb)
+    if too_large:
+        outcome = Result(status="invalid", score=0.0, detail="; ".join(notes + [too_large]), cells=zero,
+                         submission_hash=sub.digest(), **base)
+        _write_ungraded(sub, assignment, outcome, out)
+        return outcome
+    data = sub.data()
+    digest = content_hash(data)
     try:
         submission = read_submission(data)
     except InvalidNotebook as error:
@@ -359,7 +377,8 @@ def write_csv(path: Path, results: list, graded: list) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def scan_feedback(out: Path, assignment: Assignment, submissions: list, scanned=frozenset()) -> list:
+def scan_feedback(out: Path, assignment: Assignment, submissions: list, scanned=frozenset(),
+                  max_notebook_mb: float = float("inf")) -> list:
     """Leaks in every feedback page under `out/feedback` (a student's own text does not count),
     but those of `scanned`: pages this process scanned as it wrote them."""
     own = {}
@@ -367,7 +386,8 @@ def scan_feedback(out: Path, assignment: Assignment, submissions: list, scanned=
         if sub.student in scanned:
             continue
         try:
-            own[sub.student] = "\n".join(cell_text(c) for c in read_submission(sub.data()).cells) if sub.path else ""
+            readable = sub.path is not None and not sub.oversize(max_notebook_mb)
+            own[sub.student] = "\n".join(cell_text(c) for c in read_submission(sub.data()).cells) if readable else ""
         except (InvalidNotebook, OSError):
             own[sub.student] = ""
     problems = []
@@ -433,8 +453,11 @@ def grade_remote(job: tuple) -> tuple:
 def _graded_on_cluster(todo, assignment, reference, limits, out, sandbox_note, scheduler):
     "Yield results graded on the Dask cluster at `scheduler`, writing each one's files into `out`."
     from tinytorch.grading.distributed import map_on_cluster
+    for sub in todo:
+        if sub.oversize(limits.max_notebook_mb):   # refused without reading it: no need to ship it
+            yield grade_one(sub, assignment, reference, limits, out, sandbox_note)
     jobs = [(sub.student, sub.path.name if sub.path else assignment.notebook, sub.problem, sub.data(),
-             assignment, reference, limits, sandbox_note) for sub in todo]
+             assignment, reference, limits, sandbox_note) for sub in todo if not sub.oversize(limits.max_notebook_mb)]
     for _, (result, files) in map_on_cluster(grade_remote, jobs, scheduler):
         for relative, content in files.items():
             target = (out / relative).resolve()
@@ -466,7 +489,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
     results, todo = {}, []
     for sub in submissions:
         try:
-            digest = content_hash(sub.data()) if sub.path is not None else "missing"
+            digest = sub.digest()
         except OSError:
             digest = "unreadable"
         previous = load_journal(state, sub.student)
@@ -513,7 +536,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
     write_csv(csv_path, [results[s.student] for s in submissions], assignment.graded)
     # Pages reused from an earlier run (perhaps of another source), graded on a cluster, or
     # written for missing and unreadable notebooks are scanned now; the others were at writing.
-    problems = scan_feedback(out, assignment, submissions, scanned)
+    problems = scan_feedback(out, assignment, submissions, scanned, limits.max_notebook_mb)
     if problems:
         raise GradingError("secret text found in feedback/:\n  " + "\n  ".join(problems[:40]))
     return BatchReport([results[s.student] for s in submissions], len(todo), reused, csv_path,

@@ -264,3 +264,9 @@ def neutralise_markers(text: str) -> str:
 
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def file_hash(path) -> str:
+    "content_hash of a file's bytes, read in pieces (a submission may be far too large to hold)."
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

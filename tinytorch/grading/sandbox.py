@@ -179,9 +179,11 @@ class KernelLimits:
     max_processes: int = 64            # RLIMIT_NPROC of the kernel's uid (threads count too)
     max_output_bytes: int = 1_000_000  # total bytes of output kept; the rest is cut with a note
     sandbox: bool = True
+    max_notebook_mb: int = 64          # the grader reads no submitted file larger than this (not a kernel limit)
 
     def __post_init__(self):
-        for name in ("cell_timeout", "submission_timeout", "memory_mb", "max_processes", "max_output_bytes"):
+        for name in ("cell_timeout", "submission_timeout", "memory_mb", "max_processes", "max_output_bytes",
+                     "max_notebook_mb"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"KernelLimits.{name} must be a positive number, got {value!r}")
@@ -191,7 +193,8 @@ class KernelLimits:
         "The limits of `settings` (a `tinytorch.settings.CourseSettings`)."
         return cls(cell_timeout=settings.cell_timeout, submission_timeout=settings.submission_timeout,
                    memory_mb=settings.memory_mb, max_processes=settings.max_processes,
-                   max_output_bytes=settings.max_output_bytes, sandbox=settings.sandbox)
+                   max_output_bytes=settings.max_output_bytes, sandbox=settings.sandbox,
+                   max_notebook_mb=settings.max_notebook_mb)
 
 
 @dataclass
