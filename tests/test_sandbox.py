@@ -319,8 +319,13 @@ def batch(tmp_path_factory):
     processes = []
     for n in range(2):
         (base / f"process{n}").mkdir()
-        processes.append(subprocess.Popen([sys.executable, "-c", script, str(base / f"process{n}")],
-                                          stdout=subprocess.PIPE, text=True))
+        # The second grader is started as "../<venv>/bin/python" from tests/, a folder the sandbox
+        # does not hold: its sys.executable is then "<root>/tests/../<venv>/bin/python".
+        python, cwd = sys.executable, None
+        if n == 1:
+            python, cwd = os.path.relpath(sys.executable, ROOT / "tests"), ROOT / "tests"
+        processes.append(subprocess.Popen([python, "-c", script, str(base / f"process{n}")],
+                                          stdout=subprocess.PIPE, text=True, cwd=cwd))
     ordered = [name for name in CASES if name != "after_planted_startup"]
     results = {}
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -388,6 +393,7 @@ def test_kernel_runs_unprivileged_with_limits(batch):
 
 
 def test_parallel_processes_get_separate_kernels_and_uids(batch):
+    "Two grader processes at once (one started through a relative path to Python) get a kernel and a uid each."
     answers = batch["_processes"]
     assert [status for status, _ in answers] == ["ok", "ok"], answers
     assert answers[0][1] != answers[1][1]     # one uid each: a fork bomb in one cannot starve the other
@@ -474,11 +480,14 @@ def test_fork_bomb_is_refused_and_leaves_no_process(batch):
 
 def test_spinning_fork_bomb_is_ended_with_its_kernel(batch):
     result, _ = batch["spinning_fork_bomb"]
-    # Python swallows the KeyboardInterrupt when it lands in os.fork's at-fork hooks, so this
-    # loop cannot be interrupted: its kernel and all its copies end, a new kernel goes on.
+    # Python swallows the KeyboardInterrupt when it lands in os.fork's at-fork hooks, so the
+    # interrupt usually fails: the kernel and all its copies end and a new kernel goes on. When it
+    # lands elsewhere the loop stops and the same kernel goes on. Either way the copies are gone.
     assert result.status == "timeout" and result.timed_out_cells == [1], result.detail
-    assert "did not stop when interrupted" in result.detail
-    assert result.restarts == 1
+    outcomes = {"cell 2 ran past the 3 s limit and did not stop when interrupted, so its kernel was stopped; "
+                "a new kernel went on with the next cell": 1,
+                "cell 2 ran past the 3 s limit and was interrupted": 0}
+    assert result.detail in outcomes and result.restarts == outcomes[result.detail], (result.detail, result.restarts)
     assert text_of(cells(batch, "spinning_fork_bomb")[2]).strip() == "after bomb yes 2"
 
 

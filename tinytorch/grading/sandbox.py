@@ -165,6 +165,10 @@ del _stream
 app.start()
 '''
 _BOOT_NAME = "_tinytorch_kernel.py"
+# This Python, as a plain absolute path: Python started as `../.venv/bin/python` reports
+# "/here/../.venv/bin/python", and "/here" does not exist inside the sandbox. Not resolved:
+# the venv's python is a link, and the venv is found through the link's own path.
+_PYTHON = os.path.normpath(os.path.abspath(sys.executable))
 
 
 class SandboxUnavailable(RuntimeError):
@@ -512,7 +516,7 @@ class _Kernel:
     def _argv(self, workdir: Path, runtime: Path, connection: Path) -> list:
         limits = self.limits
         guard = [] if limits.sandbox else ["--fork-guard"]
-        python = [sys.executable, "-I", "-B", "-X", "frozen_modules=off", str(runtime / _BOOT_NAME), *guard,
+        python = [_PYTHON, "-I", "-B", "-X", "frozen_modules=off", str(runtime / _BOOT_NAME), *guard,
                   "-f", str(connection), "--HistoryManager.enabled=False",
                   "--InteractiveShellApp.ignore_cwd=True", "--InteractiveShell.xmode=Plain"]
         prlimit = shutil.which("prlimit")
@@ -571,7 +575,7 @@ class _Kernel:
         tmp = "/tmp" if sandbox else f"{self.folder}/tmp"
         home = f"{tmp}/home"
         env = {
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+            "PATH": os.pathsep.join([str(Path(_PYTHON).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": home, "IPYTHONDIR": f"{home}/.ipython", "MPLCONFIGDIR": f"{home}/.matplotlib",
             "JUPYTER_CONFIG_DIR": f"{home}/.jupyter", "JUPYTER_DATA_DIR": f"{home}/.jupyter",
             "JUPYTER_RUNTIME_DIR": f"{home}/.jupyter", "TMPDIR": tmp,
