@@ -243,3 +243,13 @@ def test_settings_name_a_missing_grading_key(tmp_path):
     (tmp_path / "settings.ini").write_text(text.replace("max_notebook_mb = 64\n", ""), encoding="utf-8")
     with pytest.raises(ValueError, match=r"\[grading\] max_notebook_mb"):
         load_settings(tmp_path)
+
+
+@pytest.mark.parametrize("option, value", [("--memory-mb", "0"), ("--cell-timeout", "-5"), ("--max-notebook-mb", "big")])
+def test_tito_grade_refuses_a_limit_that_is_not_a_positive_number(option, value, tmp_path):
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "tinytorch.cli", "grade", str(tmp_path), option, value],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"argument {option}: expected a positive whole number, got '{value}'" in result.stderr

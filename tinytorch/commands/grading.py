@@ -1,5 +1,6 @@
 """`tito release`, `tito grade`, `tito demo`: the nbgrader side of the course.
 (Kept light: nbgrader and nbconvert are imported inside the handlers.)"""
+import argparse
 import sys
 from pathlib import Path
 
@@ -15,9 +16,11 @@ def register(subparsers) -> None:
     grade.add_argument("--out", type=Path, default=None, help="course folder for gradebook.db, autograded/, feedback/, grades.csv (default: the current directory)")
     grade.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: settings.ini [grading] jobs, 0 = cores)")
     grade.add_argument("--no-sandbox", action="store_true", help="run kernels without bubblewrap (recorded in grades.csv)")
-    grade.add_argument("--cell-timeout", type=int, default=None, help="seconds per cell (overrides settings.ini)")
-    grade.add_argument("--submission-timeout", type=int, default=None, help="seconds per submission (overrides settings.ini)")
-    grade.add_argument("--memory-mb", type=int, default=None, help="address-space cap per kernel (overrides settings.ini)")
+    grade.add_argument("--cell-timeout", type=positive_int, default=None, help="seconds per cell (overrides settings.ini)")
+    grade.add_argument("--submission-timeout", type=positive_int, default=None, help="seconds per submission (overrides settings.ini)")
+    grade.add_argument("--memory-mb", type=positive_int, default=None, help="address-space cap per kernel (overrides settings.ini)")
+    grade.add_argument("--max-notebook-mb", type=positive_int, default=None,
+                       help="larger submitted files are not read: status invalid (overrides settings.ini)")
     grade.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     grade.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="grade on a Dask distributed cluster (e.g. tcp://10.0.0.5:8786); each worker "
@@ -31,6 +34,17 @@ def register(subparsers) -> None:
     demo.add_argument("--jobs", type=int, default=None)
     demo.add_argument("--no-sandbox", action="store_true", help="run kernels without bubblewrap")
     demo.set_defaults(handler=run_demo)
+
+
+def positive_int(text: str) -> int:
+    "argparse type: a whole number above zero."
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
 
 
 def run_release(args) -> int:
@@ -55,7 +69,7 @@ def run_grade(args) -> int:
     jobs = args.jobs if args.jobs else settings.parallel_jobs
     limits = limits_for(settings, sandbox=settings.sandbox and not args.no_sandbox,
                         cell_timeout=args.cell_timeout, submission_timeout=args.submission_timeout,
-                        memory_mb=args.memory_mb)
+                        memory_mb=args.memory_mb, max_notebook_mb=args.max_notebook_mb)
     try:
         report = grade_batch(args.directory, root, out, settings, limits, jobs=jobs, progress=not args.quiet,
                              scheduler=args.scheduler)
