@@ -71,7 +71,7 @@ def feedback_notebook(executed, submission_text: str, secrets: dict, points: dic
     "The notebook a student is shown."
     forbidden = _forbidden(secrets, own_lines(submission_text))
     max_points = dict(graded)
-    cells = [nbformat.v4.new_markdown_cell(header)]
+    cells = [nbformat.v4.new_markdown_cell(header + "\n\n" + _score_table(points, messages, graded, forbidden))]
     for cell in executed.cells:
         shown = copy.deepcopy(cell)
         text = cell_text(cell)
@@ -109,6 +109,18 @@ def _sanitised(text: str) -> str:
 def _highlighted(source: str, language: str) -> str:
     from nbconvert.filters.highlight import Highlight2HTML
     return Highlight2HTML(pygments_lexer="ipython3")(source, language)
+
+
+def _score_table(points: dict, messages: dict, graded: list, forbidden: list) -> str:
+    "Markdown: one row per graded cell (points, and the first thing to look at), above the notebook."
+    rows = ["| check | points | what to look at |", "| :--- | ---: | :--- |"]
+    for gid, max_points in graded:
+        reasons = messages.get(gid, [])
+        hint = _clean_text(html.escape(reasons[0]), forbidden).strip() if reasons else ""
+        if len(reasons) > 1:
+            hint += f" (and {len(reasons) - 1} more, under the cell)"
+        rows.append(f"| {gid} | {points.get(gid, 0):g}\u00a0/\u00a0{max_points:g} | {hint.replace('|', '&#124;')} |")
+    return "\n".join(rows)
 
 
 def _make_exporter():
