@@ -13,7 +13,7 @@ from tinytorch.grading.notebooks import (InvalidNotebook, content_hash, demo_cel
                                          restore_cells, secret_lines)
 from tinytorch.grading.sandbox import KernelLimits
 from tinytorch.settings import load_settings
-from tinytorch.grading.record import encode_record
+from tinytorch.grading.record import Record, encode_record
 from tinytorch.grading.scoring import error_summary, score_cells
 
 
@@ -107,7 +107,7 @@ def executed_test_cell(printed: str, error=None):
     return nbformat.v4.new_notebook(cells=[cell])
 
 
-REFERENCE = {"double_test": {"double_test:vec": (np.array([0.0, 2.0, 4.0]), "double every element")}}
+REFERENCE = {"double_test": {"double_test:vec": Record(np.array([0.0, 2.0, 4.0]), "double every element")}}
 
 
 @pytest.mark.parametrize("printed, error, points, reasons", [
@@ -116,10 +116,11 @@ REFERENCE = {"double_test": {"double_test:vec": (np.array([0.0, 2.0, 4.0]), "dou
     (encode_record("double_test:vec", [0.0, 2.0, 4.1], "") + "\n", None, 0.0, ["double every element"]),
     (encode_record("double_test:vec", [0.0, 2.0], "") + "\n", None, 0.0, ["double every element"]),
     ("all good!\n", None, 0.0, ["double every element (no result was recorded)"]),
-    (encode_record("double_test:vec", [0.0, 2.0, 4.0], "") + "\n", "AssertionError", 0.0, ["boom"]),
+    # partial credit: a check scores on its records; the error is still reported
+    (encode_record("double_test:vec", [0.0, 2.0, 4.0], "") + "\n", "AssertionError", 2.0, ["boom"]),
     ("", "NameError", 0.0, ["NameError: boom"]),
 ])
-def test_a_cell_scores_only_with_no_error_and_every_reference_record_matching(printed, error, points, reasons):
+def test_a_check_scores_only_when_every_reference_record_matches(printed, error, points, reasons):
     got, messages = score_cells(executed_test_cell(printed, error), [("double_test", 2.0)], REFERENCE)
     assert got == {"double_test": points}
     assert messages.get("double_test") == reasons

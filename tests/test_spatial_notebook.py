@@ -57,12 +57,15 @@ def test_every_graded_cell_has_visible_and_hidden_checks_that_record_under_its_n
         grade_id, text = nbgrader(cell)["grade_id"], source(cell)
         visible, _, rest = text.partition("### BEGIN HIDDEN TESTS")
         hidden, _, after = rest.partition("### END HIDDEN TESTS")
-        assert hidden and not after.strip(), f"{grade_id}: one hidden part, at the end"
-        assert "assert" in visible, f"{grade_id}: the visible part must check something students can run"
-        names = re.findall(r'_check\(\s*f?"([^"]+)"', hidden)
+        assert hidden and after.strip() == "checks_passed()", \
+            f"{grade_id}: one hidden part, then checks_passed() (it raises what failed, for visible and hidden checks alike)"
+        visible_names = re.findall(r'\bcheck\(\s*f?"([^"]+)"', visible)
+        assert visible_names, f"{grade_id}: the visible part must check something students can run"
+        names = re.findall(r'\b(?:hidden_check|check)\(\s*f?"([^"]+)"', hidden)
         assert names, f"{grade_id}: the hidden part records nothing"
-        wrong = [n for n in names if not n.startswith(grade_id + ":")]
-        assert not wrong, f"{grade_id}: record names must start with '{grade_id}:', got {wrong}"
+        wrong = [n for n in visible_names + names if not n.startswith(grade_id + ":")]
+        assert not wrong, f"{grade_id}: check names must start with '{grade_id}:', got {wrong}"
+        assert "assert " not in hidden, f"{grade_id}: a plain assert in a hidden part records nothing: use a check"
 
 
 def test_solution_regions_are_loop_bodies_inside_the_stubbed_functions():
@@ -104,10 +107,11 @@ def test_reference_records_are_small_and_named(tmp_path):
         assert not (set(found) & set(records)), f"record names repeat: {set(found) & set(records)}"
         records.update(found)
     assert len(records) >= 60
-    large = {name: array.size for name, (array, _) in records.items() if array.size >= 2000}
+    large = {name: rec.value.size for name, rec in records.items() if rec.value.size >= 2000}
     assert not large, f"records must stay small: {large}"
-    assert all(np.isfinite(array).all() for array, _ in records.values())
-    assert all(len(concept) > 20 for _, concept in records.values()), "every record explains its concept"
+    assert all(np.isfinite(rec.value).all() for rec in records.values())
+    assert all(len(rec.concept) > 20 for rec in records.values()), "every record explains its concept"
+    assert not [name for name, rec in records.items() if rec.repeated], "every record name is printed once"
     import matplotlib.pyplot as plt
     plt.close("all")
 

@@ -1,5 +1,6 @@
 """`tito mutants`: how strong are the hidden tests? Generates single-point mutants of the
-solution regions, judges each with the grader's verdict, and lists the survivors."""
+solution regions, judges each with the grader's verdict (killed: it loses points), lists the survivors and the
+mean share of points a killed mutant loses."""
 import sys
 from pathlib import Path
 
@@ -16,13 +17,15 @@ def register(subparsers) -> None:
     parser.add_argument("--verdict", choices=("grader", "records"), default="grader",
                         help="grader: a cell fails by an error or a wrong record (as tito grade); "
                              "records: asserts stripped, only the records count (a student who disabled asserts)")
+    parser.add_argument("--first-kill", action="store_true",
+                        help="stop judging a mutant at its first failing cell (faster; no share of points lost)")
     parser.set_defaults(handler=run)
 
 
 def run(args) -> int:
     from tinytorch.grading.mutation import load_equivalent, run_mutants
     root = project_root()
-    report = run_mutants(root / args.notebook, jobs=args.jobs, verdict=args.verdict)
+    report = run_mutants(root / args.notebook, jobs=args.jobs, verdict=args.verdict, points=not args.first_kill)
     equivalent = load_equivalent(root / EQUIVALENT_FILE)
     survivors = [m for m in report.survivors() if m.key not in equivalent]
     judged = len(report.outcomes) - (len(report.survivors()) - len(survivors))
@@ -30,6 +33,9 @@ def run(args) -> int:
     print(f"{len(report.outcomes)} mutants, {report.killed} killed, "
           f"{len(report.survivors()) - len(survivors)} shown equivalent ({EQUIVALENT_FILE}), "
           f"{len(survivors)} survived: {score:.1%} of non-equivalent mutants killed")
+    if report.mean_lost is not None:
+        print(f"a killed mutant loses {report.mean_lost:.0%} of the module's points on average "
+              f"(partial credit: each check of a cell scores on its own)")
     for mutant in survivors:
         print(f"  survived  {mutant.key}   (cell {mutant.cell}, line {mutant.line})")
     if score < args.threshold:

@@ -66,9 +66,24 @@ def _clean_outputs(cell, forbidden: list) -> list:
     return outputs
 
 
+def _check_lines(checks, forbidden: list) -> list:
+    "One line per check of a cell: ✓ or ✗, its points and, on ✗, its concept."
+    lines = []
+    for result in checks:
+        mark = "✓" if result.passed else "✗"
+        more = f" (+{len(result.records) - 1} like it)" if len(result.records) > 1 else ""
+        line = f"- {mark} `{result.records[0]}`{more} {result.earned:.3g}\u00a0/\u00a0{result.points:.3g}"
+        if not result.passed:
+            why = "not recorded: the cell stopped before this check" if result.missing else result.concept
+            line += ": " + _clean_text(html.escape(why), forbidden).strip()
+        lines.append(line)
+    return lines
+
+
 def feedback_notebook(executed, submission_text: str, secrets: dict, points: dict, messages: dict, graded: list,
-                      header: str):
-    "The notebook a student is shown."
+                      header: str, checks: dict | None = None):
+    """The notebook a student is shown. `checks`: {grade_id: [CheckResult]} to list every check of a
+    graded cell under it (scoring.grade_cells)."""
     forbidden = _forbidden(secrets, own_lines(submission_text))
     max_points = dict(graded)
     cells = [nbformat.v4.new_markdown_cell(header + "\n\n" + _score_table(points, messages, graded, forbidden))]
@@ -88,9 +103,13 @@ def feedback_notebook(executed, submission_text: str, secrets: dict, points: dic
         cells.append(shown)
         gid = grade_id(cell)
         if is_graded(cell) and gid in max_points:
-            verdict = f"**{gid}: {points.get(gid, 0):g} / {max_points[gid]:g} points**"
+            verdict = f"**{gid}: {round(points.get(gid, 0), 2):g} / {max_points[gid]:g} points**"
             reasons = messages.get(gid, [])
-            if reasons:
+            if checks and checks.get(gid):
+                errors = [r for r in reasons if not any(r.startswith(c.concept) for c in checks[gid])]
+                verdict += "\n\n" + "\n".join(_check_lines(checks[gid], forbidden) + [
+                    f"- {_clean_text(html.escape(r), forbidden).strip()}" for r in errors])
+            elif reasons:
                 verdict += "\n\n" + "\n".join(f"- {_clean_text(html.escape(r), forbidden).strip()}" for r in reasons)
             cells.append(nbformat.v4.new_markdown_cell(verdict))
     for index, cell in enumerate(cells):
@@ -119,7 +138,7 @@ def _score_table(points: dict, messages: dict, graded: list, forbidden: list) ->
         hint = _clean_text(html.escape(reasons[0]), forbidden).strip() if reasons else ""
         if len(reasons) > 1:
             hint += f" (and {len(reasons) - 1} more, under the cell)"
-        rows.append(f"| {gid} | {points.get(gid, 0):g}\u00a0/\u00a0{max_points:g} | {hint.replace('|', '&#124;')} |")
+        rows.append(f"| {gid} | {round(points.get(gid, 0), 2):g}\u00a0/\u00a0{max_points:g} | {hint.replace('|', '&#124;')} |")
     return "\n".join(rows)
 
 

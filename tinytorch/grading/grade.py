@@ -30,7 +30,7 @@ from tinytorch.grading.executor import KernelLimits, execute_notebook, sandbox_a
 from tinytorch.grading.notebooks import (MARKER_WORDS, InvalidNotebook, cell_text, content_hash, demo_cells,
                                          file_hash, graded_cells, is_demo, nbgrader_meta, read_submission,
                                          restore_cells, secret_lines)
-from tinytorch.grading.scoring import reference_records_of, score_cells, short
+from tinytorch.grading.scoring import grade_cells, reference_records_of, score_cells, short
 from tinytorch.grading.record import decode_records, encode_record
 
 STATE = ".tito-grade"          # journal and reference cache, inside the output folder
@@ -108,8 +108,13 @@ class Result:
     kernel_cpu: float = 0.0    # CPU seconds its kernel(s) used
 
     def row(self, graded: list) -> list:
-        return ([_spreadsheet_safe(self.student), f"{self.score:g}", f"{self.max_score:g}", self.status,
-                 _spreadsheet_safe(self.detail)] + [f"{self.cells.get(gid, 0.0):g}" for gid, _ in graded])
+        return ([_spreadsheet_safe(self.student), points_text(self.score), points_text(self.max_score), self.status,
+                 _spreadsheet_safe(self.detail)] + [points_text(self.cells.get(gid, 0.0)) for gid, _ in graded])
+
+
+def points_text(points: float) -> str:
+    "Points as grades.csv writes them: hundredths at most, no trailing zeros (12, 7.5, 3.33)."
+    return f"{round(points, 2):g}"
 
 
 def _spreadsheet_safe(text: str) -> str:
@@ -193,22 +198,48 @@ def reference_records(assignment: Assignment, limits, state_dir: Path) -> dict:
     if cache.exists():
         stored = json.loads(cache.read_text(encoding="utf-8"))
         return {gid: decode_records(text) for gid, text in stored.items()}
-    nb = nbformat.from_dict(json.loads(json.dumps(assignment.source)))
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    with tempfile.TemporaryDirectory(prefix="tito-reference-") as workdir:
-        os.chmod(workdir, 0o777)
-        result = execute_notebook(nb, Path(workdir), limits, skip=demo_cells(nb, assignment.source))
+    result = _run_fresh(assignment.source, assignment, limits)
     points, messages = score_cells(result.notebook, assignment.graded, {})
     if result.status != "ok" or messages:
         raise GradingError(f"the reference solution in source/{assignment.module} does not pass its own tests "
                            f"({result.status} {result.detail}): {messages}")
     records = reference_records_of(result.notebook)
-    stored = {gid: "\n".join(encode_record(name, array, concept) for name, (array, concept) in recs.items())
+    repeated = [f"{gid}: {name}" for gid, recs in records.items() for name, rec in recs.items() if rec.repeated]
+    if repeated:
+        raise GradingError(f"the reference solution in source/{assignment.module} prints a record name twice "
+                           f"(each check needs its own name): {', '.join(repeated[:5])}")
+    records = _without_free_checks(records, assignment, limits)
+    stored = {gid: "\n".join(encode_record(name, rec.value, rec.concept, rec.points) for name, rec in recs.items())
               for gid, recs in records.items()}
     atomic_write(cache, json.dumps(stored))
     return records
+
+
+def _run_fresh(notebook, assignment: Assignment, limits):
+    "Execute a copy of `notebook` with its outputs cleared, as the grader runs a submission."
+    nb = nbformat.from_dict(json.loads(json.dumps(notebook)))
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    with tempfile.TemporaryDirectory(prefix="tito-reference-") as workdir:
+        os.chmod(workdir, 0o777)
+        return execute_notebook(nb, Path(workdir), limits, skip=demo_cells(nb, assignment.source))
+
+
+def _without_free_checks(records: dict, assignment: Assignment, limits) -> dict:
+    """The reference records with the checks that the untouched release already passes worth 0
+    points (they test the course's given code, not the student's work), so a notebook handed back
+    unchanged scores 0. A cell whose every check passes untouched keeps its points as they are."""
+    restored, _ = restore_cells(nbformat.from_dict(json.loads(json.dumps(assignment.release))),
+                                assignment.source, assignment.release)
+    untouched = grade_cells(_run_fresh(restored, assignment, limits).notebook, assignment.graded, records)
+    kept = {}
+    for gid, recs in records.items():
+        free = {c.concept for c in untouched[gid].checks if c.passed} if gid in untouched else set()
+        if free and len(free) < len(untouched[gid].checks):
+            recs = {name: rec._replace(points=0.0) if (rec.concept or name) in free else rec for name, rec in recs.items()}
+        kept[gid] = recs
+    return kept
 
 
 # ---------------------------------------------------------------- one submission
@@ -278,15 +309,18 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
         result = execute_notebook(restored, workdir, limits, skip=demo_cells(restored, assignment.source))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    points, messages = score_cells(result.notebook, assignment.graded, reference)
+    scores = grade_cells(result.notebook, assignment.graded, reference)
+    points = {gid: score.points for gid, score in scores.items()}
+    messages = {gid: list(score.reasons) for gid, score in scores.items() if score.reasons}
     status = "graded" if result.status == "ok" else result.status
     if status not in STATUSES:
         status = "crashed"
     execution = [short(result.detail, 300)] if result.detail else []
     detail = "; ".join(notes + flags + execution + _summarise(messages))
-    outcome = Result(status=status, score=float(sum(points.values())), detail=detail, cells=points,
+    outcome = Result(status=status, score=round(float(sum(points.values())), 2), detail=detail, cells=points,
                      submission_hash=digest, seconds=result.seconds, kernel_cpu=result.kernel_cpu, **base)
-    _write_outputs(sub, assignment, result.notebook, submission, points, messages, outcome, out)
+    _write_outputs(sub, assignment, result.notebook, submission, points, messages, outcome, out,
+                   checks={gid: score.checks for gid, score in scores.items()})
     if scanned is not None:
         scanned.add(sub.student)
     return outcome
@@ -306,14 +340,16 @@ def _write_ungraded(sub, assignment, outcome, out: Path) -> None:
                  fb.to_html(nb, f"Feedback: {assignment.module}, {sub.student}"))
 
 
-def _write_outputs(sub, assignment, executed, submission, points, messages, outcome, out: Path) -> None:
+def _write_outputs(sub, assignment, executed, submission, points, messages, outcome, out: Path,
+                   checks: dict | None = None) -> None:
     autograded = out / "autograded" / sub.student / assignment.module / assignment.notebook
     atomic_write(autograded, nbformat.writes(executed))
     own_text = "\n".join(cell_text(c) for c in submission.cells)
     header = (f"# Feedback: {assignment.module}, {sub.student}\n\n"
               f"**Score: {outcome.score:g} / {outcome.max_score:g}** (status: {outcome.status})")
     page = fb.to_html(fb.feedback_notebook(executed, own_text, assignment.secrets, points, messages,
-                                           assignment.graded, header), f"Feedback: {assignment.module}, {sub.student}")
+                                           assignment.graded, header, checks),
+                      f"Feedback: {assignment.module}, {sub.student}")
     leaks = fb.find_leaks(page, assignment.secrets, own_text)
     if leaks:
         raise GradingError(f"feedback for {sub.student} would leak: {'; '.join(leaks[:5])}")

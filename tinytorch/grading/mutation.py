@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from tinytorch.grading.record import decode_records
+from tinytorch.grading.scoring import record_matches, split_points
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
-RECORD_RTOL, RECORD_ATOL = 1e-5, 1e-6
 
 
 @dataclass
@@ -53,6 +53,7 @@ class Outcome:
     mutant: Mutant
     killed: bool
     reason: str = ""   # which graded cell failed, and how
+    lost: float | None = None   # share of the module's points the mutant loses (when every graded cell was judged)
 
 
 @dataclass
@@ -69,6 +70,12 @@ class Report:
 
     def survivors(self) -> list:
         return [o.mutant for o in self.outcomes if not o.killed]
+
+    @property
+    def mean_lost(self) -> float | None:
+        "Mean share of the points a killed mutant loses, when the points were judged."
+        lost = [o.lost for o in self.outcomes if o.killed and o.lost is not None]
+        return sum(lost) / len(lost) if lost else None
 
 
 # -- finding the solution regions -------------------------------------------------------------
@@ -252,15 +259,21 @@ def _run_cell(source: str, namespace: dict, seconds: int, asserts: bool = True) 
 
 
 def _records_match(reference: dict, printed: str) -> str:
-    "'' when every reference record is printed and close; else the concept of the first that is not."
+    "'' when every reference record is printed and matches (the grader's own comparison); else the first that does not."
     got = decode_records(printed)
-    for name, (expected, concept) in reference.items():
+    for name, expected in reference.items():
         if name not in got:
             return f"record {name} missing"
-        actual = got[name][0]
-        if actual.shape != expected.shape or not np.allclose(actual, expected, rtol=RECORD_RTOL, atol=RECORD_ATOL):
-            return f"record {name} differs: {concept}"
+        if not record_matches(expected, got[name]):
+            return f"record {name} differs: {expected.concept}"
     return ""
+
+
+def _points_kept(reference: dict, printed: str, max_points: float) -> float:
+    "The points a graded cell keeps under the grader's per-check rule (scoring.split_points)."
+    got = decode_records(printed)
+    return sum(points for _, names, points in split_points(reference, max_points)
+               if all(record_matches(reference[n], got.get(n)) for n in names))
 
 
 class _Worker:
@@ -269,14 +282,14 @@ class _Worker:
     verdict "grader": a graded cell fails when it raises or a record differs (what `tito grade` does).
     verdict "records": asserts are stripped from the graded cells and only missing or different
     records count -- the strength left when a student has disabled every assert."""
-    def __init__(self, notebook: dict, cell_seconds: int, verdict: str = "grader"):
+    def __init__(self, notebook: dict, cell_seconds: int, verdict: str = "grader", points: bool = False):
         import matplotlib
         import warnings
         matplotlib.use("Agg")
         warnings.simplefilter("ignore")  # mutants divide by zero; their warnings are noise here
         if verdict not in ("grader", "records"):
             raise ValueError(f"verdict must be 'grader' or 'records', got {verdict!r}")
-        self.verdict = verdict
+        self.verdict, self.points = verdict, points
         self.cell_seconds = cell_seconds
         self.code_cells = [c for c in notebook["cells"] if c.get("cell_type") == "code"]
         self.namespace = {"__name__": "__main__"}
@@ -287,26 +300,35 @@ class _Worker:
             if error:
                 raise RuntimeError(f"the reference notebook fails in code cell {index}: {error}")
             if _is_graded(cell):
-                self.graded.append((index, source, decode_records(printed)))
+                points = float(cell["metadata"]["nbgrader"].get("points", 0))
+                self.graded.append((index, source, decode_records(printed), points))
         import matplotlib.pyplot as plt
         plt.close("all")
 
     def judge(self, mutant: Mutant) -> Outcome:
+        """Killed when a graded cell loses points (or raises, for the grader's verdict). With
+        `self.points`, every graded cell runs so the share of points lost is known; without, the
+        judging stops at the first cell that fails."""
         saved = dict(self.namespace)
+        total = sum(points for *_, points in self.graded)
         try:
             error, _ = _run_cell(mutant.source, self.namespace, self.cell_seconds)
             if error:
-                return Outcome(mutant, True, f"the mutated cell itself fails: {error}")
-            for index, source, reference in self.graded:
+                return Outcome(mutant, True, f"the mutated cell itself fails: {error}", 1.0 if self.points else None)
+            first, kept = "", 0.0
+            for index, source, reference, points in self.graded:
                 error, printed = _run_cell(source, self.namespace, self.cell_seconds,
                                            asserts=self.verdict == "grader")
                 reason = f"graded cell {index}: {error}" if error and self.verdict == "grader" else ""
                 if not reason:
                     mismatch = _records_match(reference, printed)
                     reason = f"graded cell {index}: {mismatch}" if mismatch else ""
-                if reason:
-                    return Outcome(mutant, True, reason)
-            return Outcome(mutant, False, "")
+                first = first or reason
+                if first and not self.points:
+                    return Outcome(mutant, True, first)
+                kept += _points_kept(reference, printed, points) if self.points else 0.0
+            lost = (1.0 - kept / total) if self.points and total else None
+            return Outcome(mutant, bool(first), first, lost)
         finally:
             # Put the reference bindings back into the same dict: the functions and classes defined
             # in it look their helpers up in this dict (their __globals__), so it must not be replaced.
@@ -317,10 +339,10 @@ class _Worker:
 _worker = None
 
 
-def _init_worker(notebook, cell_seconds, verdict):
+def _init_worker(notebook, cell_seconds, verdict, points):
     global _worker
     sys.setrecursionlimit(3000)
-    _worker = _Worker(notebook, cell_seconds, verdict)
+    _worker = _Worker(notebook, cell_seconds, verdict, points)
 
 
 def _judge(mutant):
@@ -331,12 +353,13 @@ def _judge(mutant):
 
 
 def run_mutants(notebook_path: Path, jobs: int = 2, cell_seconds: int = 20, progress: bool = True,
-                verdict: str = "grader") -> Report:
-    "Generate every mutant of `notebook_path` and judge them in `jobs` worker processes."
+                verdict: str = "grader", points: bool = False) -> Report:
+    """Generate every mutant of `notebook_path` and judge them in `jobs` worker processes
+    (`points`: run every graded cell of each mutant, to report the share of points it loses)."""
     notebook = json.loads(Path(notebook_path).read_text(encoding="utf-8"))
     mutants = generate_mutants(notebook)
     context = multiprocessing.get_context("fork")
-    with context.Pool(jobs, initializer=_init_worker, initargs=(notebook, cell_seconds, verdict)) as pool:
+    with context.Pool(jobs, initializer=_init_worker, initargs=(notebook, cell_seconds, verdict, points)) as pool:
         results = pool.imap(_judge, mutants, chunksize=1)
         if progress:
             from tqdm.auto import tqdm

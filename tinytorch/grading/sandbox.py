@@ -89,7 +89,7 @@ IDLE_AFTER_REPLY = 2.0       # seconds to wait for the end of a cell's output on
 STUDENT_RUNTIME_FILES = (
     "__init__.py",
     "core/__init__.py", "core/tensor.py", "core/layers.py", "core/optim.py",
-    "grading/__init__.py", "grading/record.py",
+    "checks.py", "grading/__init__.py", "grading/record.py",
 )
 
 _BOOT = '''\

@@ -1,15 +1,18 @@
-"""Per-cell scores of an executed notebook, decided in the grader's own process.
+"""Per-check and per-cell scores of an executed notebook, decided in the grader's own process.
 
-A graded cell earns its points iff (nbgrader's rule) it shows no error output — stderr is not
-an error: an honest warning costs nothing — AND every record the reference solution printed in
-that cell was printed by the submission in that same cell, with the same shape and values
-(np.allclose, rtol=1e-5, atol=1e-6). The student's process never decides anything."""
+A graded cell's checks are the records its reference run printed, grouped by concept; the cell's
+points are split evenly over them (or as a check names its points). A check earns its share iff
+every one of its records was printed by the submission in that same cell, once, with the same
+shape and values (np.allclose, rtol=1e-5, atol=1e-6). An error that stopped the cell costs the
+checks that had not recorded yet; stderr is not an error. The student's process never decides
+anything: its own verdicts (asserts) only help the student read what went wrong."""
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
 from tinytorch.grading.notebooks import grade_id, is_graded
-from tinytorch.grading.record import MARKER, decode_records
+from tinytorch.grading.record import MARKER, Record, decode_records
 
 RTOL, ATOL = 1e-5, 1e-6
 MAX_MESSAGE = 200
@@ -54,48 +57,86 @@ def error_summary(error) -> str:
 
 
 def reference_records_of(executed) -> dict:
-    "{grade_id: {name: (array, concept)}} printed by the graded cells of an executed notebook."
+    "{grade_id: {name: Record}} printed by the graded cells of an executed notebook."
     return {grade_id(c): decode_records(stdout_text(c)) for c in executed.cells
             if is_graded(c) and c.cell_type == "code" and grade_id(c)}
 
 
-def compare_records(expected: dict, printed: dict) -> tuple:
-    "(wrong concepts, missing concepts) of the records in `expected` against `printed`."
-    wrong, missing = [], []
-    for name, (reference, concept) in expected.items():
-        if name not in printed:
-            missing.append(concept or name)
-            continue
-        value = printed[name][0]
-        if value.shape != reference.shape or not np.allclose(value, reference, rtol=RTOL, atol=ATOL):
-            wrong.append(concept or name)
-    return wrong, missing
+def record_matches(expected: Record, printed: Record | None) -> bool:
+    "The one comparison of a submission's record with the reference's (float64, RTOL/ATOL)."
+    return (printed is not None and not printed.repeated and printed.value.shape == expected.value.shape
+            and bool(np.allclose(printed.value, expected.value, rtol=RTOL, atol=ATOL)))
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    "One check of a graded cell: the reference records that share a concept, and what they earned."
+    concept: str
+    points: float
+    earned: float
+    records: tuple                 # the reference's record names
+    missing: bool = False          # at least one record was not printed (the cell stopped before it)
+
+    @property
+    def passed(self) -> bool:
+        return self.earned == self.points
+
+
+@dataclass(frozen=True)
+class CellScore:
+    points: float                  # earned, rounded to hundredths
+    max_points: float
+    checks: tuple = ()             # CheckResult per concept, in the reference's order
+    reasons: tuple = ()            # why points were lost (the error first), in a student's words
+
+
+def split_points(reference: dict, max_points: float) -> list:
+    """[(concept, record names, points)] of a cell: its records grouped by concept; a check that
+    names its points keeps them, the rest of the cell's points are split evenly over the others."""
+    groups = {}
+    for name, rec in reference.items():
+        concept = rec.concept or name
+        names, points = groups.get(concept, ((), None))
+        groups[concept] = (names + (name,), points if points is not None else rec.points)
+    named = sum(points for _, points in groups.values() if points is not None)
+    unnamed = [concept for concept, (_, points) in groups.items() if points is None]
+    share = max(0.0, max_points - named) / len(unnamed) if unnamed else 0.0
+    return [(concept, names, share if points is None else points) for concept, (names, points) in groups.items()]
+
+
+def score_cell(cell, max_points: float, reference: dict) -> CellScore:
+    """A graded cell's points: each check earns its share when all its records match; an error that
+    stopped the cell costs the checks that did not record. A cell whose reference records nothing
+    is all or nothing on its error (nbgrader's rule)."""
+    if cell is None:
+        return CellScore(0.0, max_points, reasons=("cell missing",))
+    if cell.get("execution_count") is None and not cell.get("outputs"):
+        return CellScore(0.0, max_points, reasons=("not run: the kernel stopped before this cell",))
+    error = first_error(cell)
+    printed = decode_records(stdout_text(cell))
+    reasons = [error_summary(error)] if error is not None else []
+    checks = []
+    for concept, names, points in split_points(reference, max_points):
+        missing = any(name not in printed for name in names)
+        earned = points if all(record_matches(reference[n], printed.get(n)) for n in names) else 0.0
+        checks.append(CheckResult(concept, points, earned, names, missing))
+        if earned != points and not (missing and error is not None):
+            reasons.append(f"{concept} (no result was recorded)" if missing else concept)
+    if not checks:
+        earned = 0.0 if error is not None else max_points
+    else:
+        earned = max_points if all(c.passed for c in checks) else round(sum(c.earned for c in checks), 2)
+    return CellScore(earned, max_points, tuple(checks), tuple(dict.fromkeys(reasons)))
+
+
+def grade_cells(executed, graded: list, reference: dict) -> dict:
+    "{grade_id: CellScore} of every graded cell; `graded` is [(grade_id, points)] of the source notebook."
+    cells = {grade_id(c): c for c in executed.cells if is_graded(c) and c.cell_type == "code" and grade_id(c)}
+    return {gid: score_cell(cells.get(gid), max_points, reference.get(gid, {})) for gid, max_points in graded}
 
 
 def score_cells(executed, graded: list, reference: dict) -> tuple:
-    """Score every graded cell. `graded` is [(grade_id, points)] of the source notebook.
-    Returns (points by grade id, {grade_id: [reasons]} of the failing cells)."""
-    cells = {grade_id(c): c for c in executed.cells if is_graded(c) and c.cell_type == "code" and grade_id(c)}
-    points, messages = {}, {}
-    for gid, max_points in graded:
-        cell = cells.get(gid)
-        if cell is None:
-            points[gid], messages[gid] = 0.0, ["cell missing"]
-            continue
-        if cell.get("execution_count") is None and not cell.get("outputs"):
-            points[gid], messages[gid] = 0.0, ["not run: the kernel stopped before this cell"]
-            continue
-        error = first_error(cell)
-        wrong, missing = compare_records(reference.get(gid, {}), decode_records(stdout_text(cell)))
-        reasons = []
-        if error is not None:
-            reasons.append(error_summary(error))
-        reasons.extend(wrong)
-        if error is None:
-            reasons.extend(f"{concept} (no result was recorded)" for concept in missing)
-        unique = list(dict.fromkeys(reasons))
-        points[gid] = 0.0 if unique else max_points
-        if unique:
-            messages[gid] = unique
-    return points, messages
-
+    "(points by grade id, {grade_id: [reasons]} of the cells that lost points or raised)."
+    scores = grade_cells(executed, graded, reference)
+    return ({gid: score.points for gid, score in scores.items()},
+            {gid: list(score.reasons) for gid, score in scores.items() if score.reasons})
