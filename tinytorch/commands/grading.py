@@ -27,6 +27,13 @@ def register(subparsers) -> None:
                             "grades in its own sandbox, grades and feedback are written here")
     grade.add_argument("--histogram", type=Path, default=None, metavar="PNG",
                        help="also write the histogram of scores as a PNG")
+    grade.add_argument("--student", action="append", default=None, metavar="ID",
+                       help="grade only this student (repeatable); every other row of grades.csv stays as it was")
+    grade.add_argument("--force", action="store_true",
+                       help="regrade even submissions that have not changed since they were graded")
+    grade.add_argument("--submitted-at", type=Path, default=None, metavar="CSV",
+                       help="student_id,submitted_at (ISO 8601), as LMS exports give: when each notebook was "
+                            "handed in, for settings.ini [deadline] (nbgrader's timestamp.txt wins where it exists)")
     grade.set_defaults(handler=run_grade)
 
     demo = subparsers.add_parser("demo", help="release the module and grade the bundled sample submissions into demo/")
@@ -70,10 +77,14 @@ def run_grade(args) -> int:
     limits = limits_for(settings, sandbox=settings.sandbox and not args.no_sandbox,
                         cell_timeout=args.cell_timeout, submission_timeout=args.submission_timeout,
                         memory_mb=args.memory_mb, max_notebook_mb=args.max_notebook_mb)
+    from tinytorch.grading.deadline import DeadlineError, read_submitted_at
+    from tinytorch.grading.term import regrade_message
     try:
+        submitted_at = read_submitted_at(args.submitted_at) if args.submitted_at else None
         report = grade_batch(args.directory, root, out, settings, limits, jobs=jobs, progress=not args.quiet,
-                             scheduler=args.scheduler)
-    except (GradingError, RuntimeError) as error:
+                             scheduler=args.scheduler, students=args.student, force=args.force,
+                             submitted_at=submitted_at)
+    except (GradingError, DeadlineError, RuntimeError) as error:
         print(f"tito grade: {error}", file=sys.stderr)
         return 1
     if not args.quiet:
@@ -84,6 +95,8 @@ def run_grade(args) -> int:
     if args.histogram:
         from tinytorch.grading.summary import save_histogram, summarise
         print(f"histogram of scores: {save_histogram(summarise(report.csv_path), args.histogram)}")
+    if report.regraded:
+        print(regrade_message(report.regrades, report.regraded))
     print(f"graded {report.graded_now}, reused {report.reused} from an earlier run; "
           f"{report.csv_path}; feedback in {report.feedback_dir}/<student>/"
           + ("" if report.sandbox else "  (SANDBOX OFF)"))

@@ -112,6 +112,11 @@ def feedback_notebook(executed, submission_text: str, secrets: dict, points: dic
             elif reasons:
                 verdict += "\n\n" + "\n".join(f"- {_clean_text(html.escape(r), forbidden).strip()}" for r in reasons)
             cells.append(nbformat.v4.new_markdown_cell(verdict))
+        elif is_graded(cell) and cell.cell_type == "markdown" and gid:
+            written = float(cell.metadata.get("nbgrader", {}).get("points", 0))
+            cells.append(nbformat.v4.new_markdown_cell(
+                f"**{gid}: a written answer ({written:g} points), graded by hand** — its score reaches the "
+                f"course's grades once a person has marked it."))
     for index, cell in enumerate(cells):
         cell["id"] = f"feedback-{index}"
     language = {"language_info": {"name": "python"}}

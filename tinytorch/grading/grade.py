@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import nbformat
@@ -28,12 +28,17 @@ import nbformat
 from tinytorch.grading import feedback as fb
 from tinytorch.grading.executor import KernelLimits, execute_notebook, sandbox_available
 from tinytorch.grading.notebooks import (MARKER_WORDS, InvalidNotebook, cell_text, content_hash, demo_cells,
+                                         grade_id, manual_cells,
                                          file_hash, graded_cells, is_demo, nbgrader_meta, read_submission,
                                          restore_cells, secret_lines)
 from tinytorch.grading.scoring import grade_cells, reference_records_of, score_cells, short
 from tinytorch.grading.record import decode_records, encode_record
+from tinytorch.grading import term
+from tinytorch.grading.deadline import DeadlineError, load_policy, timestamp_beside
+from tinytorch.grading.term import Manual
 
 STATE = ".tito-grade"          # journal and reference cache, inside the output folder
+FROM_SETTINGS = object()       # grade_batch(deadline=...): read settings.ini's [deadline]
 STATUSES = ("graded", "timeout", "crashed", "memory", "invalid", "missing")
 
 
@@ -86,12 +91,13 @@ class Assignment:
     source: object             # the instructor's notebook (solutions, hidden tests)
     release: object            # the student version (visible tests only)
     source_hash: str
-    graded: list               # [(grade_id, points)]
+    graded: list               # [(grade_id, points)] of the autograded cells
     secrets: dict
+    manual: list = field(default_factory=list)   # [(grade_id, points)] of the answers a person grades
 
     @property
     def max_score(self) -> float:
-        return sum(points for _, points in self.graded)
+        return sum(points for _, points in self.graded) + sum(points for _, points in self.manual)
 
 
 @dataclass
@@ -106,10 +112,22 @@ class Result:
     source_hash: str = ""
     seconds: float = 0.0       # wall time of the notebook's execution
     kernel_cpu: float = 0.0    # CPU seconds its kernel(s) used
+    # What the term adds (tinytorch.grading.term.finalise), filled when grades.csv is written:
+    raw_score: float | None = None       # auto + manual, before the late penalty
+    late_by_hours: float | None = None   # None: no deadline, or the time is unknown
+    penalty: float = 0.0
+    manual_score: float = 0.0
+    needs_manual: float = 0.0            # points of written answers no person has graded yet
+    late: str = ""                       # term.LATE_STATES, or "" without a [deadline]
+    blank_answers: list = field(default_factory=list)   # written answers left as released: 0, nobody needs to read them
 
     def row(self, graded: list) -> list:
+        optional = lambda value: "" if value is None else points_text(value)   # noqa: E731
         return ([_spreadsheet_safe(self.student), points_text(self.score), points_text(self.max_score), self.status,
-                 _spreadsheet_safe(self.detail)] + [points_text(self.cells.get(gid, 0.0)) for gid, _ in graded])
+                 _spreadsheet_safe(self.detail), optional(self.raw_score), self.late, optional(self.late_by_hours),
+                 points_text(self.penalty), points_text(self.manual_score), points_text(self.needs_manual),
+                 self.submission_hash, self.source_hash]
+                + [points_text(self.cells.get(gid, 0.0)) for gid, _ in graded])
 
 
 def points_text(points: float) -> str:
@@ -150,7 +168,8 @@ def load_assignment(course: Path, module: str, notebook: str) -> Assignment:
                               any(marker in cell_text(cell) for marker in MARKER_WORDS)):
             raise GradingError(f"{path}: cell {index + 1} is tagged demo (the grader skips it) but is also an "
                                "nbgrader, export or solution cell; a demo cell must grade and export nothing")
-    return Assignment(module, notebook, source, release, content_hash(data), graded, secret_lines(source))
+    return Assignment(module, notebook, source, release, content_hash(data), graded, secret_lines(source),
+                      manual_cells(source))
 
 
 # ---------------------------------------------------------------- finding submissions
@@ -299,6 +318,7 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
         _write_ungraded(sub, assignment, outcome, out)
         return outcome
     restored, flags = restore_cells(submission, assignment.source, assignment.release)
+    blank = blank_answers(submission, assignment)
     workdir = Path(tempfile.mkdtemp(prefix="tito-grade-"))
     try:
         # Only the student's own bytes go beside the kernel; the restored notebook stays in memory.
@@ -318,12 +338,20 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
     execution = [short(result.detail, 300)] if result.detail else []
     detail = "; ".join(notes + flags + execution + _summarise(messages))
     outcome = Result(status=status, score=round(float(sum(points.values())), 2), detail=detail, cells=points,
+                     blank_answers=blank,
                      submission_hash=digest, seconds=result.seconds, kernel_cpu=result.kernel_cpu, **base)
     _write_outputs(sub, assignment, result.notebook, submission, points, messages, outcome, out,
                    checks={gid: score.checks for gid, score in scores.items()})
     if scanned is not None:
         scanned.add(sub.student)
     return outcome
+
+
+def blank_answers(submission, assignment: Assignment) -> list:
+    "The written answers a student left as released (or deleted): nbgrader scores them 0, 'No response'."
+    released = {grade_id(c): cell_text(c).strip() for c in assignment.release.cells if grade_id(c)}
+    written = {grade_id(c): cell_text(c).strip() for c in submission.cells if grade_id(c)}
+    return [gid for gid, _ in assignment.manual if written.get(gid, "") in ("", released.get(gid, ""))]
 
 
 def _write_ungraded(sub, assignment, outcome, out: Path) -> None:
@@ -334,10 +362,27 @@ def _write_ungraded(sub, assignment, outcome, out: Path) -> None:
     why = "no notebook was found" if outcome.status == "missing" else "the notebook could not be read"
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
         f"# Feedback: {assignment.module}, {sub.student}\n\n**Score: 0 / {outcome.max_score:g}** "
-        f"(status: {outcome.status}): {why}.\n\n{html.escape(outcome.detail)}")])
+        f"(status: {outcome.status}): {why}.\n\n{html.escape(outcome.detail)}\n\n{_provenance(outcome)}")])
     nb.cells[0]["id"] = "feedback-0"
     atomic_write(out / "feedback" / sub.student / f"{assignment.module}.html",
                  fb.to_html(nb, f"Feedback: {assignment.module}, {sub.student}"))
+
+
+def _provenance(outcome: Result) -> str:
+    "The two hashes that reproduce a grade at an appeal: the submitted bytes and the course's tests."
+    return (f"<small>submission sha256 <code>{outcome.submission_hash}</code> · "
+            f"tests sha256 <code>{outcome.source_hash}</code></small>")
+
+
+def _page_header(assignment: Assignment, sub: Submission, outcome: Result) -> str:
+    auto_max = sum(points for _, points in assignment.graded)
+    lines = [f"# Feedback: {assignment.module}, {sub.student}", "",
+             f"**Autograded: {points_text(outcome.score)} / {auto_max:g}** (status: {outcome.status})"]
+    if assignment.manual:
+        written = sum(points for _, points in assignment.manual)
+        lines.append(f"Written answers ({len(assignment.manual)}, {written:g} points) are graded by hand; "
+                     f"a late penalty, if any, is applied to the total in the course's grades.")
+    return "\n".join(lines + ["", _provenance(outcome)])
 
 
 def _write_outputs(sub, assignment, executed, submission, points, messages, outcome, out: Path,
@@ -345,8 +390,7 @@ def _write_outputs(sub, assignment, executed, submission, points, messages, outc
     autograded = out / "autograded" / sub.student / assignment.module / assignment.notebook
     atomic_write(autograded, nbformat.writes(executed))
     own_text = "\n".join(cell_text(c) for c in submission.cells)
-    header = (f"# Feedback: {assignment.module}, {sub.student}\n\n"
-              f"**Score: {outcome.score:g} / {outcome.max_score:g}** (status: {outcome.status})")
+    header = _page_header(assignment, sub, outcome)
     page = fb.to_html(fb.feedback_notebook(executed, own_text, assignment.secrets, points, messages,
                                            assignment.graded, header, checks),
                       f"Feedback: {assignment.module}, {sub.student}")
@@ -361,11 +405,11 @@ def _write_outputs(sub, assignment, executed, submission, points, messages, outc
 class Gradebook:
     "The course's nbgrader gradebook, written by one thread; each submission is one transaction."
 
-    def __init__(self, course: Path, module: str, notebook: str, course_id: str):
+    def __init__(self, course: Path, module: str, notebook: str, course_id: str, manual: list = ()):
         from nbgrader.api import Gradebook as NbGradebook
         from tinytorch.grading.release import venv_on_path
         venv_on_path()
-        self.module, self.notebook = module, Path(notebook).stem
+        self.module, self.notebook, self.manual_cells = module, Path(notebook).stem, list(manual)
         self.gb = NbGradebook(f"sqlite:///{Path(course).resolve() / 'gradebook.db'}", course_id)
 
     def write(self, result: Result) -> None:
@@ -387,6 +431,28 @@ class Gradebook:
         for gid, score in result.cells.items():
             grade = self.gb.find_grade(gid, self.notebook, self.module, result.student)
             grade.auto_score = score
+            grade.needs_manual_grade = grade.manual_score is not None   # as nbgrader's autograde marks it
+        for gid, _ in self.manual_cells:   # a written answer waits for a person until one has scored it
+            grade = self.gb.find_grade(gid, self.notebook, self.module, result.student)
+            blank = gid in result.blank_answers
+            grade.auto_score = 0.0 if blank else None
+            grade.needs_manual_grade = grade.manual_score is None and not blank
+
+    def manual(self, student: str) -> Manual:
+        "The points a person gave `student`'s written answers in nbgrader's formgrader, and what still waits."
+        from nbgrader.api import MissingEntry
+        given, waiting = [], []
+        for gid, points in self.manual_cells:
+            try:
+                grade = self.gb.find_grade(gid, self.notebook, self.module, student)
+            except MissingEntry:
+                waiting.append(points)
+                continue
+            if grade.manual_score is None and grade.needs_manual_grade:
+                waiting.append(points)
+            else:   # a person's score, or 0 for an answer left blank (nbgrader's "No response")
+                given.append(float(grade.manual_score if grade.manual_score is not None else grade.auto_score or 0.0))
+        return Manual(score=round(sum(given), 2), pending=sum(waiting), graded=len(given), waiting=len(waiting))
 
     def close(self) -> None:
         self.gb.close()
@@ -407,7 +473,7 @@ def load_journal(state: Path, student: str):
 def write_csv(path: Path, results: list, graded: list) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["student_id", "score", "max_score", "status", "detail"] + [gid for gid, _ in graded])
+    writer.writerow(term.COLUMNS + [gid for gid, _ in graded])
     for result in sorted(results, key=lambda r: r.student):
         writer.writerow(result.row(graded))
     atomic_write(path, buffer.getvalue())
@@ -447,6 +513,8 @@ class BatchReport:
     csv_path: Path
     feedback_dir: Path
     sandbox: bool
+    regrades: list = field(default_factory=list)   # term.Regrade of the students whose score moved
+    regraded: int = 0                              # students regraded because the source changed
 
 
 def prepare_course(out: Path, root: Path, module: str, settings) -> None:
@@ -504,7 +572,12 @@ def _graded_on_cluster(todo, assignment, reference, limits, out, sandbox_note, s
 
 
 def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: int = 1,
-                progress: bool = True, module: str | None = None, scheduler: str | None = None) -> BatchReport:
+                progress: bool = True, module: str | None = None, scheduler: str | None = None,
+                students: list | None = None, force: bool = False, submitted_at: dict | None = None,
+                deadline=FROM_SETTINGS) -> BatchReport:
+    """Grade a class. `students`: only these (every other row stays as it was); `force`: regrade
+    even unchanged submissions; `submitted_at`: {student: datetime} when no timestamp.txt says it;
+    `deadline`: a DeadlinePolicy (or None for none) instead of settings.ini's [deadline]."""
     module = module or settings.modules[0]
     notebook = settings.notebook(module)
     root, out = Path(root).resolve(), Path(out).resolve()
@@ -516,37 +589,51 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
                                f"(scripts/setup.sh) or pass --no-sandbox to grade without it")
     else:
         sandbox_note = "sandbox off"
+    try:
+        policy = load_policy(root) if deadline is FROM_SETTINGS else deadline
+    except DeadlineError as error:
+        raise GradingError(str(error)) from None
     prepare_course(out, root, module, settings)
     assignment = load_assignment(out, module, notebook)
     state = out / STATE
     submissions = discover(directory, module, notebook)
+    unknown = sorted(set(students or ()) - {sub.student for sub in submissions})
+    if unknown:
+        raise GradingError(f"--student {', '.join(unknown)}: no such submission in {directory} "
+                           f"(students there: {', '.join(s.student for s in submissions[:8])}"
+                           f"{', …' if len(submissions) > 8 else ''})")
     reference = reference_records(assignment, limits, state)
 
-    results, todo = {}, []
+    results, todo, before = {}, [], {}
     for sub in submissions:
         try:
             digest = sub.digest()
         except OSError:
             digest = "unreadable"
         previous = load_journal(state, sub.student)
-        if previous and previous.submission_hash == digest and previous.source_hash == assignment.source_hash \
-                and (previous.detail.startswith("sandbox off") == (not limits.sandbox)):
+        selected = students is None or sub.student in students
+        unchanged = previous is not None and previous.submission_hash == digest \
+            and previous.source_hash == assignment.source_hash \
+            and (previous.detail.startswith("sandbox off") == (not limits.sandbox))
+        if previous is not None and (not selected or (unchanged and not force)):
             results[sub.student] = previous
-        else:
+        elif selected:
             todo.append(sub)
+            if previous is not None and previous.source_hash != assignment.source_hash:
+                before[sub.student] = previous   # the source changed: report whom it touched
+    kept = [sub for sub in submissions if sub.student in results or sub in todo]
     reused = len(results)
     csv_path = out / "grades.csv"
     scanned = set()
-    gradebook = Gradebook(out, module, notebook, settings.course_id)
+    gradebook = Gradebook(out, module, notebook, settings.course_id, assignment.manual)
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(submissions), initial=reused, desc=f"grading {module}", unit="nb")
+        bar = tqdm(total=len(kept), initial=reused, desc=f"grading {module}", unit="nb")
     def keep(result):
         gradebook.write(result)
         atomic_write(journal_path(state, result.student), json.dumps(asdict(result)))
         results[result.student] = result
-        write_csv(csv_path, list(results.values()), assignment.graded)
         if bar is not None:
             # e.g. "41 graded, 2 timeout, 1 invalid": a class-wide fault shows while the batch runs
             counts = {}
@@ -565,25 +652,43 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
                                        scanned): sub for sub in todo}
                 for future in as_completed(futures):
                     keep(future.result())  # GradingError (a leak, a broken course) stops the batch loudly
+        final = [_with_term(results[sub.student], sub, assignment, policy, submitted_at, gradebook) for sub in kept]
     finally:
         if bar is not None:
             bar.close()
         gradebook.close()
-    write_csv(csv_path, [results[s.student] for s in submissions], assignment.graded)
+    write_csv(csv_path, final, assignment.graded)
+    moved = term.regrades(before, {s: results[s] for s in before}, assignment.graded)
+    if before:
+        atomic_write(out / "regrades.csv", term.regrades_csv(moved))
     # Pages reused from an earlier run (perhaps of another source), graded on a cluster, or
     # written for missing and unreadable notebooks are scanned now; the others were at writing.
-    problems = scan_feedback(out, assignment, submissions, scanned, limits.max_notebook_mb)
+    problems = scan_feedback(out, assignment, kept, scanned, limits.max_notebook_mb)
     if problems:
         raise GradingError("secret text found in feedback/:\n  " + "\n  ".join(problems[:40]))
-    return BatchReport([results[s.student] for s in submissions], len(todo), reused, csv_path,
-                       out / "feedback", limits.sandbox)
+    return BatchReport(final, len(todo), reused, csv_path, out / "feedback", limits.sandbox,
+                       regrades=moved, regraded=len(before))
+
+
+def _with_term(result: Result, sub: Submission, assignment: Assignment, policy, submitted_at, gradebook) -> Result:
+    "The row grades.csv shows: written answers graded by hand added, the late penalty applied."
+    ungraded = result.status in ("missing", "invalid")
+    lateness = None
+    if policy is not None and not ungraded:
+        when, problem = timestamp_beside(sub.path)
+        if when is None:
+            when = (submitted_at or {}).get(sub.student)
+        lateness = policy.assess(sub.student, when)
+        if problem and when is None:
+            result = replace(result, detail="; ".join(p for p in (result.detail, problem) if p))
+    manual = gradebook.manual(sub.student) if assignment.manual and not ungraded else None
+    return term.finalise(result, lateness, manual, ungraded)
 
 
 def limits_for(settings, sandbox: bool, **overrides):
     limits = KernelLimits.from_settings(settings)
     changes = {k: v for k, v in overrides.items() if v is not None}
     changes["sandbox"] = sandbox
-    from dataclasses import replace
     return replace(limits, **changes)
 
 

@@ -80,6 +80,12 @@ def graded_cells(nb) -> list:
             for c in nb.cells if is_graded(c) and c.cell_type == "code" and grade_id(c)]
 
 
+def manual_cells(nb) -> list:
+    "[(grade_id, points)] of the written answers a person grades (nbgrader's manually graded markdown cells)."
+    return [(grade_id(c), float(nbgrader_meta(c).get("points", 0)))
+            for c in nb.cells if is_graded(c) and is_solution(c) and c.cell_type == "markdown" and grade_id(c)]
+
+
 def cell_text(cell) -> str:
     source = cell.get("source", "")
     return "".join(source) if isinstance(source, list) else str(source)

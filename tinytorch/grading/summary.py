@@ -49,6 +49,8 @@ class ClassSummary:
     by_status: Counter
     cells: list = field(default_factory=list)        # CellStat, hardest first
     concepts: list = field(default_factory=list)     # (reason, students), most frequent first
+    late: Counter = field(default_factory=Counter)   # the `late` column's states (on_time, late, too_late, unknown)
+    needs_manual: int = 0                            # students with written answers still to grade by hand
 
     @property
     def mean(self) -> float:
@@ -77,7 +79,8 @@ def read_grades(csv_path: Path) -> tuple:
         header = reader.fieldnames or []
         if header[:len(FIXED_COLUMNS)] != FIXED_COLUMNS:
             raise ValueError(f"{path}: expected columns {FIXED_COLUMNS + ['<graded cells>']}, got {header}")
-        return list(reader), header[len(FIXED_COLUMNS):]
+        from tinytorch.grading.term import COLUMNS
+        return list(reader), [name for name in header if name not in COLUMNS]
 
 
 def summarise(csv_path: Path, cell_points: dict | None = None) -> ClassSummary:
@@ -99,7 +102,8 @@ def summarise(csv_path: Path, cell_points: dict | None = None) -> ClassSummary:
         concepts.update(set(concepts_of(row["detail"])))
     return ClassSummary(students=len(rows), max_score=max_score, scores=[float(r["score"]) for r in rows],
                         by_status=Counter(r["status"] for r in rows), cells=stats,
-                        concepts=concepts.most_common())
+                        concepts=concepts.most_common(), late=Counter(r.get("late") for r in rows if r.get("late")),
+                        needs_manual=sum(float(r.get("needs_manual") or 0) > 0 for r in rows))
 
 
 def format_summary(summary: ClassSummary, top: int = 5, width: int = 30) -> str:
@@ -107,6 +111,11 @@ def format_summary(summary: ClassSummary, top: int = 5, width: int = 30) -> str:
     lines = [f"{summary.students} students: mean {summary.mean:.1f}/{summary.max_score:g}, "
              f"median {summary.median:g}/{summary.max_score:g}; "
              + ", ".join(f"{count} {status}" for status, count in sorted(summary.by_status.items()))]
+    if summary.late:
+        lines.append("deadline: " + ", ".join(f"{summary.late[state]} {state.replace('_', ' ')}"
+                                              for state in ("on_time", "late", "too_late", "unknown") if summary.late[state]))
+    if summary.needs_manual:
+        lines.append(f"written answers: {summary.needs_manual} students still to grade by hand (nbgrader formgrader)")
     counts = summary.histogram()
     biggest = max(counts) or 1
     step = summary.max_score / len(counts)
