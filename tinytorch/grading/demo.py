@@ -13,6 +13,25 @@ from tinytorch.settings import load_settings
 DEMO_PREFIXES = ("reference", "correct_", "bug_", "untouched_release", "invalid_json")
 
 
+# When demo students handed in, in hours after the demo's due date (nbgrader's timestamp.txt): these
+# three late (one past the 3 days allowed), the others 3 h early.
+DEMO_HANDED_IN = {"bug_stride_ignored": 26.5, "correct_other_loop_order": 0.1, "bug_avg_divisor": 100.0}
+DEMO_DUE = "2026-12-10T23:59:00+00:00"
+
+
+def demo_deadline(submitted: Path):
+    "The demo's late policy, and timestamp.txt files as nbgrader's exchange writes them for a few students."
+    from datetime import timedelta
+    from tinytorch.grading.deadline import DeadlinePolicy, parse_time
+    due = parse_time(DEMO_DUE)
+    for folder in sorted(p for p in submitted.glob("*/09_spatial") if p.is_dir()):
+        hours = DEMO_HANDED_IN.get(folder.parent.name, -3.0)   # the others: on time
+        if hours is not None:
+            stamp = due + timedelta(hours=hours)
+            (folder / "timestamp.txt").write_text(stamp.strftime("%Y-%m-%d %H:%M:%S.%f UTC\n"), encoding="utf-8")
+    return DeadlinePolicy(due=due, grace_minutes=15, late_penalty_per_day=10, max_late_days=3)
+
+
 def demo_students(samples: Path) -> list:
     return sorted(p.name for p in samples.iterdir() if p.is_dir() and p.name.startswith(DEMO_PREFIXES))
 
@@ -57,10 +76,15 @@ def run_demo(root: Path, out: Path | None = None, jobs: int | None = None, no_sa
         shutil.copytree(samples / student, submitted / student)
     print(f"demo: grading {len(demo_students(samples))} sample submissions in {out} "
           f"({'sandboxed' if sandbox else 'SANDBOX OFF'})")
+    policy = demo_deadline(submitted)
+    print(f"demo: due {policy.due:%Y-%m-%d %H:%M} UTC, {policy.grace_minutes:g} min grace, "
+          f"{policy.late_penalty_per_day:g} % a started day, at most {policy.max_late_days} days late; "
+          f"{', '.join(f'{s} handed in {h:+g} h' for s, h in DEMO_HANDED_IN.items())} "
+          f"(a real course puts this in settings.ini [deadline]; nbgrader writes timestamp.txt)")
     limits = limits_for(settings, sandbox=sandbox)
     try:
         report = grade_batch(submitted, root, out, settings, limits, jobs=jobs or settings.parallel_jobs,
-                             progress=True, module=module)
+                             progress=True, module=module, deadline=policy)
     except GradingError as error:
         print(f"demo: {error}", file=sys.stderr)
         return 1

@@ -434,7 +434,7 @@ class Gradebook:
             grade.needs_manual_grade = grade.manual_score is not None   # as nbgrader's autograde marks it
         for gid, _ in self.manual_cells:   # a written answer waits for a person until one has scored it
             grade = self.gb.find_grade(gid, self.notebook, self.module, result.student)
-            blank = gid in result.blank_answers
+            blank = gid in result.blank_answers or result.status == "invalid"   # nothing to read: 0
             grade.auto_score = 0.0 if blank else None
             grade.needs_manual_grade = grade.manual_score is None and not blank
 
@@ -693,9 +693,14 @@ def limits_for(settings, sandbox: bool, **overrides):
 
 
 def print_table(report: BatchReport, assignment_graded=None, file=None) -> None:
-    rows = [(r.student, f"{r.score:g}/{r.max_score:g}", r.status, r.detail) for r in report.results]
+    "The class as a table: score (and, under a deadline, the penalty taken), status, the first reasons."
+    late = any(r.late for r in report.results)
+    rows = [(r.student, f"{points_text(r.score)}/{r.max_score:g}", r.status,
+             (f"-{points_text(r.penalty)} {r.late}" if r.penalty else r.late) if late else "", r.detail)
+            for r in report.results]
     width = max([len(r[0]) for r in rows] + [7])
-    print(f"{'student':<{width}}  {'score':>9}  {'status':<8}  detail", file=file)
-    for student, score, status, detail in rows:
-        print(f"{student:<{width}}  {score:>9}  {status:<8}  {short(detail, 110)}", file=file)
-
+    late_head = f"{'deadline':<16}  " if late else ""
+    print(f"{'student':<{width}}  {'score':>11}  {'status':<8}  {late_head}detail", file=file)
+    for student, score, status, deadline, detail in rows:
+        late_cell = f"{deadline:<16}  " if late else ""
+        print(f"{student:<{width}}  {score:>11}  {status:<8}  {late_cell}{short(detail, 110)}", file=file)
