@@ -21,13 +21,16 @@ import pytest
 from tinytorch.grading import grade as grading
 from tinytorch.grading.feedback import find_leaks
 from tinytorch.grading.grade import GradingError, grade_batch, limits_for, load_assignment
+from tinytorch.grading.term import COLUMNS
 from tinytorch.grading.notebooks import cell_text, read_submission
 from tinytorch.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "submissions" / "submitted"
 FAST = dict(cell_timeout=10, submission_timeout=90, memory_mb=2048)
-FULL = 60
+AUTO = 60          # the autograded cells
+WRITTEN = 6        # three written answers, left for a person (tests/test_formgrader.py)
+FULL = AUTO + WRITTEN
 
 # -- what each sample must get ------------------------------------------------------------------
 # (score, status, detail). Bugs lose exactly the cells whose concept they break; cheats earn no
@@ -103,9 +106,9 @@ def test_sample_gets_its_exact_score_status_and_detail(batch, student):
 
 
 def test_honest_submissions_keep_full_marks_beside_faults_and_cheats(batch):
-    honest = {s: float(r["score"]) for s, r in batch.rows.items() if s.startswith(HONEST)}
+    honest = {s: (float(r["score"]), float(r["needs_manual"])) for s, r in batch.rows.items() if s.startswith(HONEST)}
     assert len(honest) >= 15
-    assert honest == {s: FULL for s in honest}
+    assert honest == {s: (AUTO, WRITTEN) for s in honest}   # every autograded point, the answers left to a person
 
 
 def test_cheats_earn_nothing_beyond_the_bug_they_hide(batch):
@@ -121,7 +124,7 @@ def test_csv_columns_are_the_graded_cells_and_add_up(batch):
     assignment = load_assignment(batch.out, "09_spatial", "09_spatial.ipynb")
     with open(batch.out / "grades.csv", newline="") as handle:
         header = next(csv.reader(handle))
-    assert header == ["student_id", "score", "max_score", "status", "detail"] + [g for g, _ in assignment.graded]
+    assert header == COLUMNS + [g for g, _ in assignment.graded]
     for row in batch.rows.values():
         assert sum(float(row[g]) for g, _ in assignment.graded) == pytest.approx(float(row["score"]))
 

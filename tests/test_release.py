@@ -49,9 +49,12 @@ def test_release_holds_no_solution_hidden_test_or_marker():
     for marker in (*SOLUTION, *HIDDEN, "BEGIN MARK SCHEME"):
         assert marker not in text
     answers = [c for c in release.cells if nbgrader_meta(c).get("solution")]
-    assert answers and all("raise NotImplementedError()" in cell_text(c) for c in answers)
+    code, written = [c for c in answers if c.cell_type == "code"], [c for c in answers if c.cell_type == "markdown"]
+    assert code and all("raise NotImplementedError()" in cell_text(c) for c in code)
+    assert len(written) == 3 and all(cell_text(c).strip() == "YOUR ANSWER HERE" for c in written)
     graded = [c for c in release.cells if nbgrader_meta(c).get("grade")]
-    assert sum(nbgrader_meta(c)["points"] for c in graded) == 60
+    assert sum(nbgrader_meta(c)["points"] for c in graded if c.cell_type == "code") == 60      # autograded
+    assert sum(nbgrader_meta(c)["points"] for c in written) == 6                                  # by a person
 
 
 def test_leak_scan_fails_loudly_on_a_planted_solution_and_hidden_line(tmp_path):

@@ -58,3 +58,19 @@ def test_bad_files_name_the_problem(tmp_path):
     wrong.write_text("name,points\nada,3\n")
     with pytest.raises(ValueError, match=r"expected columns \['student_id', 'score'"):
         summarise(wrong)
+
+
+def test_the_term_columns_are_not_cells_and_late_and_written_answers_are_counted(tmp_path):
+    path = tmp_path / "grades.csv"
+    path.write_text(
+        "student_id,score,max_score,status,detail,raw_score,late,late_by_hours,penalty,manual_score,needs_manual,"
+        "submission_sha256,tests_sha256,conv\n"
+        "ada,54,66,graded,,60,late,26.5,6,0,6,aa,bb,60\n"
+        "bob,0,66,graded,,60,too_late,100,60,0,0,cc,bb,60\n"
+        "cyd,62,66,graded,,62,on_time,,0,2,4,dd,bb,60\n")
+    summary = summarise(path)
+    assert [c.grade_id for c in summary.cells] == ["conv"]
+    assert summary.late == {"late": 1, "too_late": 1, "on_time": 1} and summary.needs_manual == 2
+    text = format_summary(summary)
+    assert "deadline: 1 on time, 1 late, 1 too late" in text
+    assert "written answers: 2 students still to grade by hand" in text
