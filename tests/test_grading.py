@@ -121,7 +121,8 @@ def test_csv_columns_are_the_graded_cells_and_add_up(batch):
     assignment = load_assignment(batch.out, "09_spatial", "09_spatial.ipynb")
     with open(batch.out / "grades.csv", newline="") as handle:
         header = next(csv.reader(handle))
-    assert header == ["student_id", "score", "max_score", "status", "detail"] + [g for g, _ in assignment.graded]
+    assert header == (["student_id", "score", "max_score", "status", "detail", "student_name", "late"]
+                      + [g for g, _ in assignment.graded])
     for row in batch.rows.values():
         assert sum(float(row[g]) for g, _ in assignment.graded) == pytest.approx(float(row["score"]))
 

@@ -62,6 +62,8 @@ class Submission:
     student: str
     path: Path | None          # None: no notebook to grade
     problem: str = ""          # why the path is odd or missing
+    student_name: str = ""     # the name an LMS download gave (Canvas), kept in grades.csv
+    late: bool | None = None   # the LMS marked it late (None: the intake does not say)
 
     def data(self) -> bytes | None:
         return self.path.read_bytes() if self.path is not None else None
@@ -106,10 +108,15 @@ class Result:
     source_hash: str = ""
     seconds: float = 0.0       # wall time of the notebook's execution
     kernel_cpu: float = 0.0    # CPU seconds its kernel(s) used
+    messages: dict = field(default_factory=dict)   # {grade_id: [reasons]} of the failing checks
+    student_name: str = ""
+    late: bool | None = None
 
     def row(self, graded: list) -> list:
+        late = "" if self.late is None else ("yes" if self.late else "no")
         return ([_spreadsheet_safe(self.student), f"{self.score:g}", f"{self.max_score:g}", self.status,
-                 _spreadsheet_safe(self.detail)] + [f"{self.cells.get(gid, 0.0):g}" for gid, _ in graded])
+                 _spreadsheet_safe(self.detail), _spreadsheet_safe(self.student_name), late]
+                + [f"{self.cells.get(gid, 0.0):g}" for gid, _ in graded])
 
 
 def _spreadsheet_safe(text: str) -> str:
@@ -154,6 +161,9 @@ def discover(directory: Path, module: str, notebook: str) -> list:
     """Submissions in nbgrader's layout (`DIR/<student>/<module>/<notebook>`, or a course folder
     holding `submitted/`) or a flat folder of `<student>.ipynb` files."""
     directory = Path(directory)
+    from tinytorch.grading import lms
+    if lms.is_canvas_download(directory):   # a Canvas "Download Submissions" zip or folder
+        return lms.discover_canvas(directory, module, notebook)
     if not directory.is_dir():
         raise GradingError(f"{directory} is not a folder of submissions")
     if (directory / "submitted").is_dir():
@@ -285,7 +295,8 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
     execution = [short(result.detail, 300)] if result.detail else []
     detail = "; ".join(notes + flags + execution + _summarise(messages))
     outcome = Result(status=status, score=float(sum(points.values())), detail=detail, cells=points,
-                     submission_hash=digest, seconds=result.seconds, kernel_cpu=result.kernel_cpu, **base)
+                     submission_hash=digest, seconds=result.seconds, kernel_cpu=result.kernel_cpu,
+                     messages=messages, **base)
     _write_outputs(sub, assignment, result.notebook, submission, points, messages, outcome, out)
     if scanned is not None:
         scanned.add(sub.student)
@@ -371,7 +382,8 @@ def load_journal(state: Path, student: str):
 def write_csv(path: Path, results: list, graded: list) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["student_id", "score", "max_score", "status", "detail"] + [gid for gid, _ in graded])
+    writer.writerow(["student_id", "score", "max_score", "status", "detail", "student_name", "late"]
+                    + [gid for gid, _ in graded])
     for result in sorted(results, key=lambda r: r.student):
         writer.writerow(result.row(graded))
     atomic_write(path, buffer.getvalue())
@@ -485,6 +497,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
     state = out / STATE
     submissions = discover(directory, module, notebook)
     reference = reference_records(assignment, limits, state)
+    intake = {sub.student: sub for sub in submissions}
 
     results, todo = {}, []
     for sub in submissions:
@@ -496,6 +509,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
         if previous and previous.submission_hash == digest and previous.source_hash == assignment.source_hash \
                 and (previous.detail.startswith("sandbox off") == (not limits.sandbox)):
             results[sub.student] = previous
+            previous.student_name, previous.late = sub.student_name, sub.late
         else:
             todo.append(sub)
     reused = len(results)
@@ -507,6 +521,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
         from tqdm.auto import tqdm
         bar = tqdm(total=len(submissions), initial=reused, desc=f"grading {module}", unit="nb")
     def keep(result):
+        result.student_name, result.late = intake[result.student].student_name, intake[result.student].late
         gradebook.write(result)
         atomic_write(journal_path(state, result.student), json.dumps(asdict(result)))
         results[result.student] = result
