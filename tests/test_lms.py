@@ -214,9 +214,12 @@ def canvas_accepts(text: str, students: set) -> list:
 def test_canvas_gradebook_is_filled_as_canvas_imports_it(graded, tmp_path):
     gradebook = tmp_path / "export.csv"
     gradebook.write_text(GRADEBOOK, encoding="utf-8")
-    out = tmp_path / "import.csv"
-    report = lms.canvas_import(lms.read_grades(graded.csv), gradebook, "Module 09: CNN", out)
-    text = out.read_text(encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "tinytorch.cli", "export-grades", "--grades", str(graded.csv),
+                           "--canvas", str(gradebook), "--assignment", "Module 09: CNN", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "3 scores written; 1 without a submission, left blank (never zeroed): 444" in done.stdout
+    text = (tmp_path / "canvas-import.csv").read_text(encoding="utf-8")
     assert canvas_accepts(text, {"12345", "222", "333", "444", "555"}) == []
     before, after = list(csv.reader(io.StringIO(GRADEBOOK))), list(csv.reader(io.StringIO(text)))
     assert after[:2] == before[:2]                          # header and Points Possible kept
@@ -228,7 +231,7 @@ def test_canvas_gradebook_is_filled_as_canvas_imports_it(graded, tmp_path):
     assert scores["555"] == "41.50"                         # not graded here: as Canvas had it
     for old, new in zip(before[2:], after[2:]):              # nothing else touched
         assert old[:column] + old[column + 1:] == new[:column] + new[column + 1:]
-    assert (report.written, report.not_submitted, report.not_graded_here) == (3, ["444"], ["555"])
+    assert "1 students of the gradebook have no row in grades.csv, left as they were" in done.stdout
 
 
 def test_canvas_export_names_what_it_cannot_do(graded, tmp_path):
@@ -251,7 +254,7 @@ def test_canvas_export_names_what_it_cannot_do(graded, tmp_path):
 
 def test_semicolon_gradebook_keeps_its_delimiter_and_bom(graded, tmp_path):
     gradebook = tmp_path / "export.csv"
-    gradebook.write_bytes(b"\xef\xbb\xbf" + GRADEBOOK.replace(",", ";").encode())
+    gradebook.write_bytes(b"\xef\xbb\xbf" + GRADEBOOK.replace(",", ";").replace("60.00;(read", "60,00;(read").encode())
     lms.canvas_import(lms.read_grades(graded.csv), gradebook, "Module 09: CNN", tmp_path / "o.csv")
     raw = (tmp_path / "o.csv").read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")

@@ -51,6 +51,9 @@ set -euo pipefail
 cd /autograder/source
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y --no-install-recommends python3 python3-venv python3-pip bubblewrap util-linux
+# requirements.txt was pinned on Python {python}: an older python3 cannot install those versions.
+python3 -c 'import sys; sys.exit(sys.version_info < ({major}, {minor}))' || {{
+    echo "tito: needs Python >= {python} (pins made there): choose a newer base image (Ubuntu 24.04)" >&2; exit 1; }}
 python3 -m venv {venv}
 {venv}/bin/pip install --no-cache-dir --upgrade pip
 {venv}/bin/pip install --no-cache-dir -r requirements.txt
@@ -157,7 +160,9 @@ def build_autograder(root: Path, out: Path, settings, module: str | None = None)
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = out.with_name(f".{out.name}.tmp")
     with zipfile.ZipFile(temp, "w") as archive:
-        _add(archive, "setup.sh", SETUP_SH.format(venv=VENV).encode(), executable=True)
+        major, minor = sys.version_info[:2]
+        setup = SETUP_SH.format(venv=VENV, python=f"{major}.{minor}", major=major, minor=minor)
+        _add(archive, "setup.sh", setup.encode(), executable=True)
         _add(archive, "run_autograder", RUN_AUTOGRADER.format(venv=VENV).encode(), executable=True)
         for name, data in files.items():
             _add(archive, name, data)

@@ -295,6 +295,14 @@ def canvas_assignment_column(header: list, assignment: str) -> int:
                    + ", ".join(repr(c) for c in header[start:]))
 
 
+def _number(text: str, delimiter: str) -> float:
+    "A number as Canvas exports it (a decimal comma in ';'-separated files)."
+    try:
+        return float(text.replace(",", ".") if delimiter == ";" else text)
+    except ValueError:
+        raise LmsError(f"expected a number of points in the gradebook's Points Possible row, got {text!r}") from None
+
+
 def canvas_import(grades: Grades, gradebook: Path, assignment: str, out: Path, key: str = "ID",
                   scale: bool = False) -> ExportReport:
     """Write `out`: the Canvas gradebook export `gradebook` with `assignment`'s column set from
@@ -317,12 +325,12 @@ def canvas_import(grades: Grades, gradebook: Path, assignment: str, out: Path, k
             possible = row[column].strip()
             if "read only" in possible:
                 raise LmsError(f"{gradebook}: the column {header[column]!r} is read only in Canvas")
-            if possible and abs(float(possible) - grades.max_score) > 1e-9:
+            if possible and abs(_number(possible, delimiter) - grades.max_score) > 1e-9:
                 if not scale:
                     raise LmsError(f"the Canvas assignment {header[column]!r} is worth {possible} points, grades.csv "
                                    f"{grades.max_score:g}: pass --scale to rescale the scores to {possible}, "
                                    "or change the points in Canvas")
-                factor = float(possible) / grades.max_score
+                factor = _number(possible, delimiter) / grades.max_score
             continue
         if all(re.fullmatch(r"\s*(Muted|Manual Posting.*)?\s*", cell, re.I) for cell in row):
             continue   # Canvas's posting-policy row
