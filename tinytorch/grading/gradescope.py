@@ -249,7 +249,8 @@ def grade_submission(root: Path, work: Path, kernel_uid: int = KERNEL_UID) -> di
     sub = pick_submission(root / "submission", notebook)
     result = grade_one(sub, assignment, reference, limits, work)
     try:
-        own = "\n".join(cell_text(c) for c in read_submission(sub.data()).cells) if sub.path else ""
+        readable = sub.path is not None and not sub.oversize(limits.max_notebook_mb)
+        own = "\n".join(cell_text(c) for c in read_submission(sub.data()).cells) if readable else ""
     except (InvalidNotebook, OSError, ValueError):
         own = ""
     document = results_document(result, assignment, visibility, own)
