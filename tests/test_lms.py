@@ -102,8 +102,10 @@ def _zip(path: Path, members: dict, links: dict = None) -> Path:
 
 def test_canvas_zip_is_read_like_the_folder(tmp_path):
     folder = canvas_folder(tmp_path / "download")
-    archive = _zip(tmp_path / "submissions.zip", {p.name: p.read_bytes() for p in folder.iterdir()})
+    members = {p.name: p.read_bytes() for p in folder.iterdir()}
+    archive = _zip(tmp_path / "submissions.zip", {**members, "__MACOSX/._doejane_12345_1001_09_spatial.ipynb": "x"})
     from_zip = discover(archive, "09_spatial", NOTEBOOK)
+    (folder / "__MACOSX").mkdir()
     from_folder = discover(folder, "09_spatial", NOTEBOOK)
     assert [(s.student, s.student_name, s.late, s.problem, s.digest()) for s in from_zip] == \
            [(s.student, s.student_name, s.late, s.problem, s.digest()) for s in from_folder]

@@ -87,8 +87,8 @@ def is_canvas_download(path: Path) -> bool:
         return True
     if not path.is_dir() or (path / "submitted").is_dir():
         return False
-    entries = [e for e in path.iterdir() if not e.name.startswith(".")]
-    if any(e.is_dir() for e in entries):
+    entries = [e for e in path.iterdir() if not e.name.startswith(".") and e.name != "__MACOSX"]
+    if any(e.is_dir() for e in entries):   # (macOS's unzip leaves __MACOSX/ beside the files)
         return False
     notebooks = [e for e in entries if e.suffix == ".ipynb"]
     return bool(notebooks) and all(parse_canvas_name(e.name) for e in notebooks)
