@@ -334,7 +334,8 @@ def run_autograder(zip_path: Path, root: Path, notebook: Path, name: str = NOTEB
     (root / "submission").mkdir(parents=True)
     with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(root / "source")
-    shutil.copy(notebook, root / "submission" / name)
+    if notebook is not None:
+        shutil.copy(notebook, root / "submission" / name)
     env = {**ENV, gradescope.ROOT_VARIABLE: str(root), "TITO_PYTHON": sys.executable}
     done = subprocess.run(["bash", str(root / "source" / "run_autograder")], capture_output=True, text=True,
                           env=env, timeout=600)
@@ -399,6 +400,13 @@ def test_the_kernel_cannot_read_the_hidden_checks(autograder, tmp_path):
                                   "--clear-groups", "cat", str(target)], capture_output=True, text=True)
         assert attempt.returncode != 0 and "Permission denied" in attempt.stderr
     assert (root / "source").stat().st_mode & 0o077 == 0 and (root / "tito-work").stat().st_mode & 0o077 == 0
+
+
+def test_a_gradescope_submission_without_a_notebook_still_gets_results(autograder, tmp_path):
+    results, stdout = run_autograder(autograder, tmp_path / "autograder", None)
+    jsonschema.validate(results, SCHEMA)
+    assert results["score"] == 0 and {t["status"] for t in results["tests"]} == {"failed"}
+    assert results["output"] == f"0 / 60 (missing): no notebook in the submission: expected {NOTEBOOK}"
 
 
 def test_without_bubblewrap_the_kernel_drops_to_the_unprivileged_uid():
