@@ -12,7 +12,8 @@ def register(subparsers) -> None:
     release.set_defaults(handler=run_release)
 
     grade = subparsers.add_parser("grade", help="grade a folder of submissions (nbgrader submitted/ layout or <student>.ipynb files)")
-    grade.add_argument("directory", type=Path, help="submitted/ folder, a course folder holding submitted/, or a flat folder of <student>.ipynb")
+    grade.add_argument("directory", type=Path, help="submitted/ folder, a course folder holding submitted/, a flat folder of <student>.ipynb, "
+                            "or a Canvas submissions zip or folder")
     grade.add_argument("--out", type=Path, default=None, help="course folder for gradebook.db, autograded/, feedback/, grades.csv (default: the current directory)")
     grade.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: settings.ini [grading] jobs, 0 = cores)")
     grade.add_argument("--no-sandbox", action="store_true", help="run kernels without bubblewrap (recorded in grades.csv)")

@@ -67,6 +67,8 @@ class Submission:
     student: str
     path: Path | None          # None: no notebook to grade
     problem: str = ""          # why the path is odd or missing
+    student_name: str = ""     # the name an LMS download gave (Canvas), kept in grades.csv
+    lms_late: bool | None = None   # the LMS marked it late (None: the intake does not say)
 
     def data(self) -> bytes | None:
         return self.path.read_bytes() if self.path is not None else None
@@ -120,12 +122,16 @@ class Result:
     needs_manual: float = 0.0            # points of written answers no person has graded yet
     late: str = ""                       # term.LATE_STATES, or "" without a [deadline]
     blank_answers: list = field(default_factory=list)   # written answers left as released: 0, nobody needs to read them
+    messages: dict = field(default_factory=dict)   # {grade_id: [reasons]} of the failing checks
+    student_name: str = ""                          # as the LMS names the student (Canvas)
+    lms_late: bool | None = None                    # the LMS's own late flag (Canvas LATE), None when it has none
 
     def row(self, graded: list) -> list:
         optional = lambda value: "" if value is None else points_text(value)   # noqa: E731
         return ([_spreadsheet_safe(self.student), points_text(self.score), points_text(self.max_score), self.status,
-                 _spreadsheet_safe(self.detail), optional(self.raw_score), self.late, optional(self.late_by_hours),
-                 points_text(self.penalty), points_text(self.manual_score), points_text(self.needs_manual),
+                 _spreadsheet_safe(self.detail), _spreadsheet_safe(self.student_name), optional(self.raw_score),
+                 self.late, optional(self.late_by_hours), points_text(self.penalty), points_text(self.manual_score),
+                 points_text(self.needs_manual), "" if self.lms_late is None else ("yes" if self.lms_late else "no"),
                  self.submission_hash, self.source_hash]
                 + [points_text(self.cells.get(gid, 0.0)) for gid, _ in graded])
 
@@ -178,6 +184,9 @@ def discover(directory: Path, module: str, notebook: str) -> list:
     """Submissions in nbgrader's layout (`DIR/<student>/<module>/<notebook>`, or a course folder
     holding `submitted/`) or a flat folder of `<student>.ipynb` files."""
     directory = Path(directory)
+    from tinytorch.grading import lms
+    if lms.is_canvas_download(directory):   # a Canvas "Download Submissions" zip or folder
+        return lms.discover_canvas(directory, module, notebook)
     if not directory.is_dir():
         raise GradingError(f"{directory} is not a folder of submissions")
     if (directory / "submitted").is_dir():
@@ -338,7 +347,7 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
     execution = [short(result.detail, 300)] if result.detail else []
     detail = "; ".join(notes + flags + execution + _summarise(messages))
     outcome = Result(status=status, score=round(float(sum(points.values())), 2), detail=detail, cells=points,
-                     blank_answers=blank,
+                     blank_answers=blank, messages=messages,
                      submission_hash=digest, seconds=result.seconds, kernel_cpu=result.kernel_cpu, **base)
     _write_outputs(sub, assignment, result.notebook, submission, points, messages, outcome, out,
                    checks={gid: score.checks for gid, score in scores.items()})
@@ -603,6 +612,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
                            f"(students there: {', '.join(s.student for s in submissions[:8])}"
                            f"{', …' if len(submissions) > 8 else ''})")
     reference = reference_records(assignment, limits, state)
+    intake = {sub.student: sub for sub in submissions}
 
     results, todo, before = {}, [], {}
     for sub in submissions:
@@ -617,6 +627,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
             and (previous.detail.startswith("sandbox off") == (not limits.sandbox))
         if previous is not None and (not selected or (unchanged and not force)):
             results[sub.student] = previous
+            previous.student_name, previous.lms_late = sub.student_name, sub.lms_late
         elif selected:
             todo.append(sub)
             if previous is not None and previous.source_hash != assignment.source_hash:
@@ -631,6 +642,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
         from tqdm.auto import tqdm
         bar = tqdm(total=len(kept), initial=reused, desc=f"grading {module}", unit="nb")
     def keep(result):
+        result.student_name, result.lms_late = intake[result.student].student_name, intake[result.student].lms_late
         gradebook.write(result)
         atomic_write(journal_path(state, result.student), json.dumps(asdict(result)))
         results[result.student] = result

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FIXED_COLUMNS = ["student_id", "score", "max_score", "status", "detail"]
+# Columns about the submission, not a graded cell (absent from older files): read by name.
 _CELLS = re.compile(r" \[(?P<cells>[\w\-, ]+)\]$")
 # `detail` is "; "-joined: first the grader's notes (sandbox, file, restored cells, what the kernel did),
 # then one "concept [cells]" per failed concept -- and a concept may itself contain "; ".
@@ -77,8 +78,10 @@ def read_grades(csv_path: Path) -> tuple:
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
-        if header[:len(FIXED_COLUMNS)] != FIXED_COLUMNS:
-            raise ValueError(f"{path}: expected columns {FIXED_COLUMNS + ['<graded cells>']}, got {header}")
+        missing = [name for name in FIXED_COLUMNS if name not in header]
+        if missing:
+            raise ValueError(f"{path}: expected columns {FIXED_COLUMNS + ['<graded cells>']}, got {header} "
+                             f"(missing {missing})")
         from tinytorch.grading.term import COLUMNS
         return list(reader), [name for name in header if name not in COLUMNS]
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from tinytorch.grading.deadline import Lateness
 
 # grades.csv: these columns, then one per autograded cell. Readers go by the header's names.
-COLUMNS = ["student_id", "score", "max_score", "status", "detail", "raw_score", "late", "late_by_hours", "penalty",
-           "manual_score", "needs_manual", "submission_sha256", "tests_sha256"]
+COLUMNS = ["student_id", "score", "max_score", "status", "detail", "student_name", "raw_score", "late", "late_by_hours",
+           "penalty", "manual_score", "needs_manual", "lms_late", "submission_sha256", "tests_sha256"]
 # the `late` column: "" without a [deadline]; else one of these
 LATE_STATES = ("on_time", "late", "too_late", "unknown")
 
