@@ -12,7 +12,7 @@ def register(subparsers) -> None:
         description="Train SimpleCNN (or the MLP of Module 09's comparison) with tinytorch's own autograd. "
                     "Writes history.png (loss and accuracy), confusion.png and misclassified.png into --out, and for "
                     "the CNN filters.png (the first layer's filters) and feature_maps.png (one test image at each "
-                    "stage). --compare trains both models on 10 %%, 25 %% and 100 %% of the training set, prints "
+                    "stage). --compare trains both models on 10 %, 25 % and 100 % of the training set, prints "
                     "the table and writes compare.png. With --impl loops on the digits, the settings you do not "
                     "give default to a recipe that finishes in minutes: --upsample 1 --epochs 3 --batch-size 8 "
                     "--lr 0.005 --no-augment.")

@@ -279,7 +279,7 @@ def load_weights(model: Module, path) -> Module:
         model.load_state_dict({name: archive[name] for name in archive.files})
     return model
 
-# %% ../../nbs/milestone_03_cnn.ipynb #a9e1f10c
+# %% ../../nbs/milestone_03_cnn.ipynb #50918332
 STAGES = ("conv1", "pool1", "conv2", "pool2")
 
 def feature_maps(model: Module, image: np.ndarray) -> dict:
@@ -360,7 +360,7 @@ def plot_feature_maps(model: Module, image: np.ndarray, shown: np.ndarray | None
     figure.tight_layout()
     return figure
 
-# %% ../../nbs/milestone_03_cnn.ipynb #fe5ccdfa
+# %% ../../nbs/milestone_03_cnn.ipynb #a6441d84
 FRACTIONS = (0.1, 0.25, 1.0)
 
 def balanced_subset(data, fraction: float):
