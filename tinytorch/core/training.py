@@ -433,6 +433,7 @@ def plot_comparison(results: list, title: str = "CNN against MLP on the digits")
             best = r.accuracy[fraction] >= max(other.accuracy[fraction] for other in results)   # label above, else below
             ax.annotate(f"{r.accuracy[fraction]:.1%}", (n, 100 * r.accuracy[fraction]), textcoords="offset points",
                         xytext=(0, 6 if best else -13), ha="center", fontsize=8)
+    ax.margins(x=0.08, y=0.15)                                   # room for the labels
     ax.set_xscale("log")
     ax.set_xticks(images, [str(n) for n in images])
     ax.minorticks_off()
