@@ -223,12 +223,14 @@ def digits_run(side: str, epochs: int, seed: int) -> dict:
 
 def digits_loops(epochs: int, train_limit: int, seed: int) -> dict:
     "The loop implementation on the digits: a fair schedule that fits in a few minutes."
+    from tinytorch.commands.training import LOOPS_DEFAULTS as recipe   # what `tito train --impl loops` uses
     from tinytorch.core.training import TrainConfig, build_model, fit, predict
     from tinytorch.data import load_digits
-    data = load_digits(upsample=1).subset(train=train_limit)   # 8×8: a quarter of the loops' work
+    data = load_digits(upsample=recipe["upsample"]).subset(train=train_limit)   # 8×8: a quarter of the loops' work
     # chosen with the fast path (same numbers): 3 epochs of batches of 8 at lr 5e-3 without shifts;
     # shifts pay off only over more epochs than the loops can afford
-    config = TrainConfig(epochs=epochs, batch_size=8, lr=5e-3, augment=False, seed=seed)
+    config = TrainConfig(epochs=epochs, batch_size=recipe["batch_size"], lr=recipe["lr"], augment=recipe["augment"],
+                         seed=seed)
     model = build_model(data.image_shape, 10, impl="loops", seed=seed)
     started, cpu = time.perf_counter(), clock()
     fit(model, data, config, progress=False, evaluate_every_epoch=False)
