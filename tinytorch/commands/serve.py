@@ -1,5 +1,6 @@
 """`tito serve`, `tito tokens`, `tito submit`: the submission service, its tokens, and handing in
 from a terminal. (Kept light: Starlette, uvicorn and the grader are imported inside the handlers.)"""
+import argparse
 import csv
 import json
 import os
@@ -25,6 +26,18 @@ def register(subparsers) -> None:
     serve.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="grade on a Dask distributed cluster (e.g. tcp://10.0.0.5:8786) instead of this machine")
     serve.add_argument("--no-sandbox", action="store_true", help="run kernels without bubblewrap (recorded in each grade)")
+    serve.add_argument("--cell-timeout", type=positive_int, default=None, help="seconds per cell (overrides settings.ini)")
+    serve.add_argument("--submission-timeout", type=positive_int, default=None,
+                       help="seconds per submission (overrides settings.ini)")
+    serve.add_argument("--memory-mb", type=positive_int, default=None, help="address-space cap per kernel (overrides settings.ini)")
+    serve.add_argument("--course", type=Path, default=None,
+                       help="course folder for .tito-serve/ (default: the current directory)")
+    serve.add_argument("--attempts-per-hour", type=non_negative_int, default=None,
+                       help="per student, 0 = no limit (overrides settings.ini [serve])")
+    serve.add_argument("--min-gap-seconds", type=non_negative_int, default=None,
+                       help="between two attempts of a student, 0 = none (overrides settings.ini [serve])")
+    serve.add_argument("--max-upload-mb", type=positive_int, default=None,
+                       help="larger uploads are refused with 413 (overrides settings.ini [serve])")
     serve.add_argument("--secure-cookies", action="store_true",
                        help="send the session cookie over HTTPS only (behind a TLS proxy)")
     serve.set_defaults(handler=run_serve)
@@ -33,6 +46,8 @@ def register(subparsers) -> None:
                                    "stored only as a hash)")
     tokens.add_argument("roster", type=Path, nargs="?", help="CSV with a student_id column")
     tokens.add_argument("--instructor", metavar="NAME", default=None, help="also issue an instructor token for NAME")
+    tokens.add_argument("--course", type=Path, default=None,
+                        help="course folder of the service (default: the current directory)")
     tokens.add_argument("--reissue", action="store_true",
                         help="give students who already hold a token a new one (the old one stops working)")
     tokens.add_argument("--out", type=Path, default=None,
@@ -49,6 +64,13 @@ def register(subparsers) -> None:
     submit.set_defaults(handler=run_submit)
 
 
+def non_negative_int(text: str) -> int:
+    "argparse type: a whole number, zero or more."
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number (0 or more), got {text!r}")
+    return int(text)
+
+
 # ---------------------------------------------------------------- tito serve
 
 def run_serve(args) -> int:
@@ -60,8 +82,17 @@ def run_serve(args) -> int:
         print("tito serve: needs the serve extra: pip install -e '.[serve]'", file=sys.stderr)
         return 1
     try:
-        service = build_service(Path.cwd(), workers=args.workers, scheduler=args.scheduler,
-                                sandbox=not args.no_sandbox, https_only=args.secure_cookies)
+        from dataclasses import replace
+        from tinytorch.paths import project_root
+        from tinytorch.serve.store import ServeSettings
+        root = project_root()
+        overrides = {key: getattr(args, key) for key in ("attempts_per_hour", "min_gap_seconds", "max_upload_mb")
+                     if getattr(args, key) is not None}
+        service = build_service(args.course or Path.cwd(), root=root, workers=args.workers, scheduler=args.scheduler,
+                                sandbox=not args.no_sandbox, https_only=args.secure_cookies,
+                                serve_settings=replace(ServeSettings.from_ini(root), **overrides),
+                                cell_timeout=args.cell_timeout, submission_timeout=args.submission_timeout,
+                                memory_mb=args.memory_mb)
     except (GradingError, FileNotFoundError, ValueError) as error:
         print(f"tito serve: {error}", file=sys.stderr)
         return 1
@@ -100,7 +131,7 @@ def run_tokens(args) -> int:
     try:
         project_root()   # a course folder, not anywhere
         students = read_roster(args.roster) if args.roster else []
-        store = Store(Path.cwd())
+        store = Store(args.course or Path.cwd())
         holders = store.holders("student")
         issued = [(s, store.issue_token(s)) for s in students if args.reissue or s not in holders]
         if args.instructor:
