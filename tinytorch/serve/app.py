@@ -62,7 +62,8 @@ class Refused(Exception):
 
 
 class SecurityHeaders:
-    "ASGI middleware: every response says nosniff, no referrer, not cacheable, and its CSP."
+    """ASGI middleware: every response says nosniff, not cacheable, its CSP, and no referrer to other sites
+    (same-origin: with no-referrer at all, browsers send our own forms `Origin: null`)."""
 
     def __init__(self, app):
         self.app = app
@@ -75,7 +76,7 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {name.lower() for name, _ in headers}
-                for name, value in ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                for name, value in ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
                                     (b"cache-control", b"no-store"), (b"x-frame-options", b"SAMEORIGIN"),
                                     (b"content-security-policy", PAGE_CSP.encode())):
                     if name not in names:
