@@ -289,3 +289,19 @@ def test_grades_and_feedback_are_tito_grades(tmp_path):
         assert [(r["student_id"], r["number"]) for r in every] == [("alice", "1"), ("alice", "2"), ("bob", "1")]
         assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["received_at"]) for r in every)
         assert client.get(f"/instructor/attempts/{ids[2]}/feedback").status_code == 200
+
+
+def test_grading_on_a_dask_scheduler(tmp_path):
+    "`tito serve --scheduler`: a worker process grades the attempt, the service keeps its page and grade."
+    from distributed import LocalCluster
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=50) as cluster:
+        service = make_service(tmp_path / "course", autostart=True, scheduler=cluster.scheduler_address)
+        token = service.store.issue_token("alice")
+        with TestClient(service.app) as client:
+            answer = client.post("/api/submissions", content=sample("bug_max_init_zero"), headers=bearer(token))
+            attempt, = wait_finished(service.store, [answer.json()["id"]])
+            score, status, detail = EXPECTED["bug_max_init_zero"]
+            assert (attempt["status"], attempt["result"]["score"], attempt["result"]["detail"]) == ("done", score, detail)
+            feedback = client.get(f"/api/submissions/{attempt['id']}/feedback", headers=bearer(token))
+            assert feedback.status_code == 200 and "Feedback: 09_spatial, alice" in feedback.text

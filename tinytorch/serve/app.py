@@ -13,6 +13,7 @@ Rules every route keeps:
   up in the database; the pages served are built from those rows. `source/` and the rest of the
   course folder are never served; static files come from the package's own static/ folder.
 """
+import asyncio
 import csv
 import hmac
 import io
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -39,6 +41,8 @@ from tinytorch.grading.notebooks import InvalidNotebook, read_submission
 from tinytorch.serve.store import Refusal, utc_iso
 
 HERE = Path(__file__).parent
+# Upload bodies read at once: with [serve] max_upload_mb, what uploads may hold in memory.
+UPLOADS_AT_ONCE = 8
 FINISHED = ("done", "failed")
 # The feedback page is the grader's static HTML (sanitised by bleach): no script may run in it.
 FEEDBACK_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
@@ -93,6 +97,7 @@ def create_app(store, pool, *, secret_key: str | None = None, https_only: bool =
     templates = Jinja2Templates(env=environment)
     max_bytes = int(store.settings.max_upload_mb * 2**20)
     module = pool.course.module
+    uploading = asyncio.Semaphore(UPLOADS_AT_ONCE)
 
     # ------------------------------------------------------------ helpers
 
@@ -178,6 +183,14 @@ def create_app(store, pool, *, secret_key: str | None = None, https_only: bool =
         pool.notify()
         return queued
 
+    async def take(user, read) -> dict:
+        """The rate limit, then `read()` the upload (at most UPLOADS_AT_ONCE bodies held in memory
+        at once), then validate and queue it off the event loop (fsync takes a while)."""
+        rate_limit(user)
+        async with uploading:
+            data = await read()
+            return await run_in_threadpool(accept, user, data)
+
     def own_attempt(user, attempt_id: int) -> dict:
         attempt = store.attempt(attempt_id, student=None if user.role == "instructor" else user.student)
         if attempt is None:
@@ -239,17 +252,18 @@ def create_app(store, pool, *, secret_key: str | None = None, https_only: bool =
         user = require(request, "student")
         check_origin(request)
         try:
-            rate_limit(user)
-            body = await capped_body(request)
+            async def read_form() -> bytes:
+                body = await capped_body(request)
 
-            async def replay():
-                return {"type": "http.request", "body": body, "more_body": False}
-            form = await Request(request.scope, replay).form(max_files=1, max_fields=4, max_part_size=1024)
-            check_csrf(request, form.get("csrf"))
-            upload_file = form.get("notebook")
-            if upload_file is None or isinstance(upload_file, str):
-                raise Refused(400, "no notebook in the form: choose your .ipynb file")
-            attempt = accept(user, await upload_file.read())
+                async def replay():
+                    return {"type": "http.request", "body": body, "more_body": False}
+                form = await Request(request.scope, replay).form(max_files=1, max_fields=4, max_part_size=1024)
+                check_csrf(request, form.get("csrf"))
+                upload_file = form.get("notebook")
+                if upload_file is None or isinstance(upload_file, str):
+                    raise Refused(400, "no notebook in the form: choose your .ipynb file")
+                return await upload_file.read()
+            attempt = await take(user, read_form)
         except Refused as refused:
             return student_page(request, user, status=refused.status, headers=refused.headers(), error=refused.reason)
         return RedirectResponse(f"/attempts/{attempt['id']}", status_code=303)
@@ -303,8 +317,7 @@ def create_app(store, pool, *, secret_key: str | None = None, https_only: bool =
     async def api_submit(request: Request):
         user = bearer(request)
         try:
-            rate_limit(user)
-            attempt = accept(user, await capped_body(request))
+            attempt = await take(user, lambda: capped_body(request))
         except Refused as refused:
             return JSONResponse({"error": refused.reason}, status_code=refused.status, headers=refused.headers())
         return JSONResponse(describe(attempt), status_code=202)
