@@ -129,7 +129,8 @@ def run_tokens(args) -> int:
         print("tito tokens: give a roster CSV, --instructor NAME, or both", file=sys.stderr)
         return 2
     try:
-        project_root()   # a course folder, not anywhere
+        if args.course is None:
+            project_root()   # tokens belong in a course folder, not wherever the shell happens to be
         students = read_roster(args.roster) if args.roster else []
         store = Store(args.course or Path.cwd())
         holders = store.holders("student")

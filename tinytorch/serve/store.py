@@ -1,4 +1,6 @@
-"""The service's durable state, all inside the course folder's `.tito-serve/`:
+"""The durable state of `tito serve`: tokens, the attempts queue and the uploads, in `.tito-serve/`.
+
+Inside the course folder's `.tito-serve/`:
 
 - `serve.db` (SQLite, WAL, synchronous=FULL): the tokens (their SHA-256 only) and the attempts,
   which are also the grading queue (queued -> grading -> done | failed);

@@ -1,7 +1,8 @@
-"""Grading the queue: a bounded pool of threads, each taking the oldest queued attempt (of a
-student with nothing else being graded) and grading it with `tinytorch.grading.grade.grade_one`,
-the function `tito grade` uses per submission: same sandbox, same limits, same scores, same
-feedback page. With a Dask scheduler, each attempt is graded on a worker (`grade_remote`, as
+"""Grading the queue of `tito serve` with a bounded pool of threads, or on a Dask cluster.
+
+Each thread takes the oldest queued attempt (of a student with nothing else being graded) and
+grades it with `tinytorch.grading.grade.grade_one`, the function `tito grade` uses per
+submission: same sandbox, same limits, same scores, same feedback page. With a Dask scheduler, each attempt is graded on a worker (`grade_remote`, as
 `tito grade --scheduler` does) and its files are written here.
 
 Memory stays bounded by the pool: the queue lives in SQLite and the notebooks on disk, and a
