@@ -6,13 +6,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from test_browser import _free_port as free_port
 from tinytorch.serve.store import ServeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,12 +75,6 @@ def wait_finished(store, ids, seconds: float = 240) -> list:
             return attempts
         time.sleep(0.2)
     raise AssertionError(f"not graded within {seconds} s: {[(a['id'], a['status']) for a in attempts]}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class ServeProcess:

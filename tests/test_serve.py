@@ -305,3 +305,41 @@ def test_grading_on_a_dask_scheduler(tmp_path):
             assert (attempt["status"], attempt["result"]["score"], attempt["result"]["detail"]) == ("done", score, detail)
             feedback = client.get(f"/api/submissions/{attempt['id']}/feedback", headers=bearer(token))
             assert feedback.status_code == 200 and "Feedback: 09_spatial, alice" in feedback.text
+
+
+def test_tito_tokens_prints_each_token_once_and_keeps_only_hashes(tmp_path, capsys):
+    from tinytorch.cli import main
+    from tinytorch.serve.store import Store
+    course = tmp_path / "course"
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student_id,name\nalice,Alice\nbob,Bob\nalice,Alice again\n", encoding="utf-8")
+    assert main(["tokens", str(roster), "--course", str(course), "--instructor", "prof"]) == 0
+    out = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(out.out)))
+    assert [r["student_id"] for r in rows] == ["alice", "bob", "prof"]
+    store = Store(course)
+    assert [store.authenticate(r["token"]).role for r in rows] == ["student", "student", "instructor"]
+    assert "shown only now" in out.err
+    assert main(["tokens", str(roster), "--course", str(course)]) == 0       # nobody new: nothing issued
+    again = capsys.readouterr()
+    assert again.out == "student_id,token\n" and "2 student(s) already hold a token" in again.err
+    saved = tmp_path / "tokens.csv"
+    assert main(["tokens", str(roster), "--course", str(course), "--reissue", "--out", str(saved)]) == 0
+    assert saved.stat().st_mode & 0o777 == 0o600
+    fresh = list(csv.DictReader(saved.open()))
+    assert store.authenticate(rows[0]["token"]) is None and store.authenticate(fresh[0]["token"]).student == "alice"
+    for text, message in (("name\nalice\n", "expected a student_id column, got columns ['name']"),
+                          ("student_id\n../etc\nok\n", "1 student id(s) are not letters, digits")):
+        roster.write_text(text, encoding="utf-8")
+        assert main(["tokens", str(roster), "--course", str(course)]) == 1
+        assert message in capsys.readouterr().err
+    assert main(["tokens", str(tmp_path / "none.csv"), "--course", str(course)]) == 1
+    assert "none.csv not found: expected a CSV file with a student_id column" in capsys.readouterr().err
+
+
+def test_serve_refuses_without_a_sandbox_unless_told(tmp_path, monkeypatch):
+    from tinytorch.grading import grade as grading
+    monkeypatch.setattr(grading, "sandbox_available", lambda: (False, "bwrap: no user namespaces"))
+    with pytest.raises(grading.GradingError, match="--no-sandbox"):
+        make_service(tmp_path / "refused")
+    assert make_service(tmp_path / "unsandboxed", sandbox=False).pool.course.sandbox_note == "sandbox off"

@@ -286,28 +286,24 @@ class Store:
             return None
         return self._row(row)
 
+    def _select(self, where: str, params: tuple = ()) -> list:
+        with self._connect() as db:
+            return [self._row(row) for row in db.execute(f"SELECT * FROM attempts WHERE {where}", params).fetchall()]
+
     def attempts(self, student: str | None = None) -> list:
         "Every attempt (of `student`), newest first."
-        with self._connect() as db:
-            if student is None:
-                rows = db.execute("SELECT * FROM attempts ORDER BY id DESC").fetchall()
-            else:
-                rows = db.execute("SELECT * FROM attempts WHERE student = ? ORDER BY id DESC", (student,)).fetchall()
-        return [self._row(row) for row in rows]
+        if student is None:
+            return self._select("1 ORDER BY id DESC")
+        return self._select("student = ? ORDER BY id DESC", (student,))
 
     def latest(self) -> list:
         "Each student's latest attempt (graded or not), by student."
-        with self._connect() as db:
-            rows = db.execute("SELECT * FROM attempts WHERE id IN (SELECT MAX(id) FROM attempts GROUP BY student) "
-                              "ORDER BY student").fetchall()
-        return [self._row(row) for row in rows]
+        return self._select("id IN (SELECT MAX(id) FROM attempts GROUP BY student) ORDER BY student")
 
     def latest_graded(self) -> list:
         "Each student's latest attempt that grading finished, by student."
-        with self._connect() as db:
-            rows = db.execute("SELECT * FROM attempts WHERE id IN (SELECT MAX(id) FROM attempts WHERE status = 'done' "
-                              "GROUP BY student) ORDER BY student").fetchall()
-        return [self._row(row) for row in rows]
+        return self._select("id IN (SELECT MAX(id) FROM attempts WHERE status = 'done' GROUP BY student) "
+                            "ORDER BY student")
 
     def counts(self) -> dict:
         with self._connect() as db:

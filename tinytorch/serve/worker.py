@@ -16,24 +16,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tinytorch.grading.grade import (STATE as GRADE_STATE, GradingError, Result, Submission, atomic_write,
-                                     grade_one, grade_remote, load_assignment, reference_records, write_csv)
+                                     grade_one, grade_remote, load_assignment, reference_records, sandbox_note_for,
+                                     write_csv)
 
 
 class Course:
     "The assignment the service grades, with the reference records (cached in .tito-grade/, as tito grade does)."
 
     def __init__(self, root: Path, course: Path, settings, limits):
-        from tinytorch.grading.executor import sandbox_available
         self.module = settings.modules[0]
         self.limits = limits
-        self.sandbox_note = ""
-        if limits.sandbox:
-            available, why = sandbox_available()
-            if not available:
-                raise GradingError(f"the grading sandbox cannot run here ({why}); install bubblewrap "
-                                   f"(scripts/setup.sh) or pass --no-sandbox to grade without it")
-        else:
-            self.sandbox_note = "sandbox off"
+        self.sandbox_note = sandbox_note_for(limits)
         self.assignment = load_assignment(Path(root), self.module, settings.notebook(self.module))
         self.reference = reference_records(self.assignment, limits, Path(course) / GRADE_STATE)
 
