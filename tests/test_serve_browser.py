@@ -5,6 +5,8 @@ feedback page; the instructor sees both attempts' student in the class table.
 
 Screenshots go to a temporary folder, or to docs/screenshots/ with TINYTORCH_SCREENSHOTS=docs
 (`make screenshots`), as in tests/test_browser.py."""
+import pytest
+
 from serve_helpers import EXPECTED, SAMPLES, ServeProcess, new_course
 from test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, _require_browser
 from tinytorch.serve.store import Store
@@ -23,6 +25,7 @@ def _upload(page, server, notebook) -> str:
     return page.inner_text("main")
 
 
+@pytest.mark.slow
 def test_student_uploads_and_reads_feedback_in_the_browser(tmp_path):
     _require_browser()
     from playwright.sync_api import sync_playwright

@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from serve_helpers import EXPECTED, ServeProcess, new_course, sample, wait_finished
 from tinytorch.serve.store import Store
@@ -32,6 +33,7 @@ def tagged(name: str, tag: str) -> bytes:
     return json.dumps(nb).encode()
 
 
+@pytest.mark.slow
 def test_fifty_uploads_at_once_all_graded_once_none_lost(tmp_path):
     course = new_course(tmp_path / "course")
     store = Store(course)
@@ -76,6 +78,7 @@ def test_fifty_uploads_at_once_all_graded_once_none_lost(tmp_path):
     assert peak < baseline + 150, f"peak resident memory {peak:.0f} MiB, {baseline:.0f} MiB before the uploads"
 
 
+@pytest.mark.slow
 def test_killed_service_finishes_its_queue_and_tito_submit(tmp_path):
     course = new_course(tmp_path / "course")
     store = Store(course)
