@@ -343,3 +343,26 @@ def test_serve_refuses_without_a_sandbox_unless_told(tmp_path, monkeypatch):
     with pytest.raises(grading.GradingError, match="--no-sandbox"):
         make_service(tmp_path / "refused")
     assert make_service(tmp_path / "unsandboxed", sandbox=False).pool.course.sandbox_note == "sandbox off"
+
+
+def test_why_grading_failed_is_shown_to_the_instructor_only(service, client, monkeypatch):
+    "A grading error (e.g. a page that would leak hidden text) fails the attempt; its reason stays hidden."
+    from tinytorch.grading.grade import GradingError
+    from tinytorch.serve import worker
+
+    def refuse(*args, **kwargs):
+        raise GradingError("feedback for alice would leak: SECRET HIDDEN LINE")
+    monkeypatch.setattr(worker, "grade_one", refuse)
+    alice = service.tokens["alice"]
+    attempt = client.post("/api/submissions", content=sample(RELEASED), headers=bearer(alice)).json()["id"]
+    service.pool.grade(service.store.claim())
+    api = client.get(f"/api/submissions/{attempt}", headers=bearer(alice))
+    assert api.json()["status"] == "failed" and api.json()["detail"] is None and "SECRET" not in api.text
+    assert client.get(f"/api/submissions/{attempt}/feedback", headers=bearer(alice)).status_code == 404
+    sign_in(client, alice)
+    for path in (f"/attempts/{attempt}", "/student"):
+        page = client.get(path)
+        assert "SECRET" not in page.text and "failed" in page.text, path
+    sign_in(client, service.tokens["prof"])
+    assert "latest attempt not graded: the grader refused this attempt: feedback for alice would leak: SECRET" \
+        in client.get("/instructor").text
