@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from serve_helpers import EXPECTED, ServeProcess, new_course, sample, wait_finished
+from serve_helpers import EXPECTED, ROOT, ServeProcess, new_course, sample, wait_finished
 from tinytorch.serve.store import Store
 
 STUDENTS = 25
@@ -109,6 +109,9 @@ def test_killed_service_finishes_its_queue_and_tito_submit(tmp_path):
             assert attempt["status"] == "done" and attempt["result"]["score"] == EXPECTED[kind][0], attempt
         assert [a["grading_runs"] for a in attempts] == [2, 1, 1]
         assert "1 attempt(s) left half-graded by an earlier run are queued again" in server.log_text()
+        second = subprocess.run([sys.executable, "-m", "tinytorch.cli", "serve", "--course", str(course), "--port", "1"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1 and f"another `tito serve` is running on {course}" in second.stderr
 
         notebook = tmp_path / "09_spatial.ipynb"
         notebook.write_bytes(sample("bug_max_init_zero"))

@@ -93,7 +93,8 @@ def run_serve(args) -> int:
                                 serve_settings=replace(ServeSettings.from_ini(root), **overrides),
                                 cell_timeout=args.cell_timeout, submission_timeout=args.submission_timeout,
                                 memory_mb=args.memory_mb)
-    except (GradingError, FileNotFoundError, ValueError) as error:
+        service.store.hold_lock()
+    except (GradingError, FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"tito serve: {error}", file=sys.stderr)
         return 1
     print(f"tito serve: {service.course} on http://{args.host}:{args.port}/  "

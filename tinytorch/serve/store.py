@@ -124,6 +124,17 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
 
+    def hold_lock(self) -> None:
+        """Hold the course folder's service lock for this process's life: a second `tito serve`
+        on the same folder would queue the first one's attempts again and grade them twice."""
+        import fcntl
+        self._lock = open(self.state / "serve.lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise RuntimeError(f"another `tito serve` is running on {self.course}: stop it first") from None
+
     @contextmanager
     def _connect(self):
         db = sqlite3.connect(self.path, timeout=60, isolation_level=None)

@@ -84,13 +84,17 @@ class GraderPool:
 
     def _run(self) -> None:
         while not self.stop_event.is_set():
-            attempt = self.store.claim()
-            if attempt is None:
-                self.wake.wait(0.5)
-                self.wake.clear()
-                continue
-            self.grade(attempt)
-            self.wake.set()   # the student's next attempt may be waiting for this one
+            try:
+                attempt = self.store.claim()
+                if attempt is None:
+                    self.wake.wait(0.5)
+                    self.wake.clear()
+                    continue
+                self.grade(attempt)
+                self.wake.set()   # the student's next attempt may be waiting for this one
+            except Exception:  # noqa: BLE001 - e.g. the database busy for a minute: keep the thread, try again
+                traceback.print_exc()
+                self.stop_event.wait(1.0)
 
     # ------------------------------------------------------------ one attempt
 
