@@ -289,6 +289,9 @@ def test_grades_and_feedback_are_tito_grades(tmp_path):
         assert [(r["student_id"], r["number"]) for r in every] == [("alice", "1"), ("alice", "2"), ("bob", "1")]
         assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["received_at"]) for r in every)
         assert client.get(f"/instructor/attempts/{ids[2]}/feedback").status_code == 200
+        times = client.get("/instructor/submitted_at.csv").text
+        assert times == (f"student_id,submitted_at\nalice,{attempts[1]['received_at']}\n"
+                         f"bob,{attempts[2]['received_at']}\n")
 
 
 def test_grading_on_a_dask_scheduler(tmp_path):

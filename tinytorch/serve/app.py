@@ -296,6 +296,13 @@ def create_app(store, pool, *, secret_key: str | None = None, https_only: bool =
         return Response(pool.grades_path.read_bytes(), media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="grades-{module}.csv"'})
 
+    async def submitted_at_csv(request: Request):
+        "When each student's graded attempt (the one in grades.csv) was received: `tito grade --submitted-at`'s input."
+        require(request, "instructor")
+        lines = ["student_id,submitted_at"] + [f"{a['student']},{a['received_at']}" for a in store.latest_graded()]
+        return Response("\n".join(lines) + "\n", media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="submitted-at-{module}.csv"'})
+
     async def attempts_csv(request: Request):
         "Every attempt with its received-at time (UTC): what a deadline and late policy needs."
         require(request, "instructor")
@@ -353,6 +360,7 @@ def create_app(store, pool, *, secret_key: str | None = None, https_only: bool =
         Route("/instructor", instructor),
         Route("/instructor/grades.csv", grades_csv),
         Route("/instructor/attempts.csv", attempts_csv),
+        Route("/instructor/submitted_at.csv", submitted_at_csv),
         Route("/instructor/attempts/{attempt:int}/feedback", instructor_feedback),
         Route("/api/submissions", api_submit, methods=["POST"]),
         Route("/api/submissions", api_attempts),
