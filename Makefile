@@ -36,7 +36,7 @@ bench: setup
 
 # Refresh docs/screenshots/ from the browser test (a plain `make test` writes them to a temp folder).
 screenshots: setup
-	TINYTORCH_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_browser.py
+	TINYTORCH_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_browser.py tests/test_serve_browser.py
 
 clean:
 	rm -rf .venv .pytest_cache .hypothesis

@@ -15,6 +15,9 @@ Modules:
 - `tinytorch.grading.record`: The record protocol between a hidden check and the grader.
 - `tinytorch.grading.sandbox`: Run one submitted notebook in a fresh, sandboxed, fault-tolerant kernel.
 - `tinytorch.grading.scoring`: Per-check and per-cell scores of an executed notebook, decided in the grader's own process.
+- `tinytorch.serve.app`: The web app of `tito serve` (Starlette; Jinja2 pages with autoescape; signed session cookies).
+- `tinytorch.serve.store`: The durable state of `tito serve`: tokens, the attempts queue and the uploads, in `.tito-serve/`.
+- `tinytorch.serve.worker`: Grading the queue of `tito serve` with a bounded pool of threads, or on a Dask cluster.
 - `tinytorch.student`: The student's side of the course: `tito export` in a student folder, `tito test`, `tito validate`."""
 
 __version__ = "0.9.0"

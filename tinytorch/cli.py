@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "tinytorch.commands.bench",      # bench
     "tinytorch.commands.quality",    # mutants
     "tinytorch.commands.lms",        # export-grades, gradescope
+    "tinytorch.commands.serve",      # serve, tokens, submit
 )
 
 

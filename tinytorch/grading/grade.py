@@ -580,6 +580,17 @@ def _graded_on_cluster(todo, assignment, reference, limits, out, sandbox_note, s
         yield result
 
 
+def sandbox_note_for(limits) -> str:
+    "The note every grade carries without the sandbox (\"sandbox off\"); GradingError when it is on but cannot run."
+    if not limits.sandbox:
+        return "sandbox off"
+    available, why = sandbox_available()
+    if not available:
+        raise GradingError(f"the grading sandbox cannot run here ({why}); install bubblewrap "
+                           f"(scripts/setup.sh) or pass --no-sandbox to grade without it")
+    return ""
+
+
 def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: int = 1,
                 progress: bool = True, module: str | None = None, scheduler: str | None = None,
                 students: list | None = None, force: bool = False, submitted_at: dict | None = None,
@@ -590,14 +601,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
     module = module or settings.modules[0]
     notebook = settings.notebook(module)
     root, out = Path(root).resolve(), Path(out).resolve()
-    sandbox_note = ""
-    if limits.sandbox:
-        available, why = sandbox_available()
-        if not available:
-            raise GradingError(f"the grading sandbox cannot run here ({why}); install bubblewrap "
-                               f"(scripts/setup.sh) or pass --no-sandbox to grade without it")
-    else:
-        sandbox_note = "sandbox off"
+    sandbox_note = sandbox_note_for(limits)
     try:
         policy = load_policy(root) if deadline is FROM_SETTINGS else deadline
     except DeadlineError as error:
