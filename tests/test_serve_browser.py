@@ -45,13 +45,13 @@ def test_student_uploads_and_reads_feedback_in_the_browser(tmp_path):
                 assert "Hand in 09_spatial" in page.inner_text("h1")
 
                 text = _upload(page, server, SAMPLES / "reference" / "09_spatial" / "09_spatial.ipynb")
-                assert "Score: 60 / 60 (graded)" in text, text
+                assert "Score: 60 / 66 (graded)" in text, text
                 SCREENSHOTS.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(SCREENSHOTS / "serve-student.png"))
 
                 text = _upload(page, server, SAMPLES / BUGGY / "09_spatial" / "09_spatial.ipynb")
                 score, _, detail = EXPECTED[BUGGY]
-                assert f"Score: {score:g} / 60 (graded)" in text and detail in text, text
+                assert f"Score: {score:g} / 66 (graded)" in text and detail in text, text
                 assert "[max_pool2d_loops]" in text
                 frame = page.frame_locator("iframe.feedback")
                 frame.locator("text=Feedback: 09_spatial, alice").first.wait_for(timeout=30_000)
@@ -61,14 +61,14 @@ def test_student_uploads_and_reads_feedback_in_the_browser(tmp_path):
 
                 page.goto(f"{server.url}/student")
                 rows = page.locator("table.attempts tbody tr").all_inner_texts()
-                assert len(rows) == 2 and f"{score:g} / 60" in rows[0] and "60 / 60" in rows[1], rows
+                assert len(rows) == 2 and f"{score:g} / 66" in rows[0] and "60 / 66" in rows[1], rows
 
                 page.click("button:has-text('Sign out')")
                 page.fill("#token", instructor)
                 page.click("button:has-text('Sign in')")
                 page.wait_for_url(f"{server.url}/instructor")
                 table = page.inner_text("table.attempts")
-                assert "alice" in table and f"{score:g} / 60" in table, table
+                assert "alice" in table and f"{score:g} / 66" in table, table
                 page.screenshot(path=str(SCREENSHOTS / "serve-instructor.png"), full_page=True)
             finally:
                 browser.close()

@@ -122,7 +122,7 @@ def test_killed_service_finishes_its_queue_and_tito_submit(tmp_path):
         assert run.returncode == 0, run.stdout + run.stderr
         lines = run.stdout.splitlines()
         assert lines[0].startswith("received: attempt 2 at ") and lines[0].endswith("Z (UTC)")
-        assert lines[-3:-1] == [f"score: {EXPECTED['bug_max_init_zero'][0]:g} / 60 (graded)",
+        assert lines[-3:-1] == [f"score: {EXPECTED['bug_max_init_zero'][0]:g} / 66 (graded)",
                                 EXPECTED["bug_max_init_zero"][2]]
         assert "done" in lines and lines.index("queued") < lines.index("done")
         assert "Feedback: 09_spatial, ben" in page.read_text()
