@@ -88,6 +88,7 @@ class Assignment:
     source_hash: str
     graded: list               # [(grade_id, points)]
     secrets: dict
+    policy: object = None      # the library-use policy (tinytorch.grading.policy.Policy), set by grade_batch
 
     @property
     def max_score(self) -> float:
@@ -106,6 +107,8 @@ class Result:
     source_hash: str = ""
     seconds: float = 0.0       # wall time of the notebook's execution
     kernel_cpu: float = 0.0    # CPU seconds its kernel(s) used
+    flags: list = field(default_factory=list)  # structured integrity flags (library use: policy.Finding.as_flag)
+    policy: str = ""           # digest of the library-use policy it was graded under
 
     def row(self, graded: list) -> list:
         return ([_spreadsheet_safe(self.student), f"{self.score:g}", f"{self.max_score:g}", self.status,
@@ -279,13 +282,22 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     points, messages = score_cells(result.notebook, assignment.graded, reference)
+    findings, elsewhere = [], []
+    if assignment.policy is not None:   # library use: a static scan, then on_use (tinytorch.grading.policy)
+        from tinytorch.grading import policy as library
+        findings = library.check_submission(submission, assignment, assignment.policy)
+        points, messages = library.apply(findings, points, messages)
+        elsewhere = [f"outside the graded functions the code uses {', '.join(f.names[:3])} (not scored)"
+                     for f in findings if not f.function]
     status = "graded" if result.status == "ok" else result.status
     if status not in STATUSES:
         status = "crashed"
     execution = [short(result.detail, 300)] if result.detail else []
-    detail = "; ".join(notes + flags + execution + _summarise(messages))
+    detail = "; ".join(notes + flags + execution + _summarise(messages) + elsewhere)
     outcome = Result(status=status, score=float(sum(points.values())), detail=detail, cells=points,
-                     submission_hash=digest, seconds=result.seconds, kernel_cpu=result.kernel_cpu, **base)
+                     submission_hash=digest, seconds=result.seconds, kernel_cpu=result.kernel_cpu,
+                     flags=[f.as_flag() for f in findings],
+                     policy=assignment.policy.digest() if assignment.policy is not None else "", **base)
     _write_outputs(sub, assignment, result.notebook, submission, points, messages, outcome, out)
     if scanned is not None:
         scanned.add(sub.student)
@@ -482,6 +494,11 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
         sandbox_note = "sandbox off"
     prepare_course(out, root, module, settings)
     assignment = load_assignment(out, module, notebook)
+    from tinytorch.grading.policy import load_policy
+    assignment.policy = load_policy(root)
+    if limits.sandbox:   # forbidden modules are not there for the kernel
+        from dataclasses import replace
+        limits = replace(limits, hidden_modules=assignment.policy.forbidden)
     state = out / STATE
     submissions = discover(directory, module, notebook)
     reference = reference_records(assignment, limits, state)
@@ -494,7 +511,8 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
             digest = "unreadable"
         previous = load_journal(state, sub.student)
         if previous and previous.submission_hash == digest and previous.source_hash == assignment.source_hash \
-                and (previous.detail.startswith("sandbox off") == (not limits.sandbox)):
+                and (previous.detail.startswith("sandbox off") == (not limits.sandbox)) \
+                and previous.policy == assignment.policy.digest():
             results[sub.student] = previous
         else:
             todo.append(sub)

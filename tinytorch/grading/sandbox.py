@@ -184,6 +184,7 @@ class KernelLimits:
     max_output_bytes: int = 1_000_000  # total bytes of output kept; the rest is cut with a note
     sandbox: bool = True
     max_notebook_mb: int = 64          # the grader reads no submitted file larger than this (not a kernel limit)
+    hidden_modules: tuple = ()         # modules a sandboxed kernel cannot import: the course's [policy]
 
     def __post_init__(self):
         for name in ("cell_timeout", "submission_timeout", "memory_mb", "max_processes", "max_output_bytes",
@@ -554,6 +555,10 @@ class _Kernel:
             if path == Path(sys.prefix).resolve():
                 for hook in _editable_hooks():
                     argv += ["--ro-bind", "/dev/null", str(hook)]   # mask the instructor's editable install
+        if limits.hidden_modules:
+            # What the library-use policy forbids is not there for the kernel (tinytorch.grading.policy).
+            from tinytorch.grading.policy import bwrap_hiding
+            argv += bwrap_hiding(tuple(limits.hidden_modules))
         # The work folder the kernel sees is memory of a fixed size at the same path, holding the
         # files the grader put there (read-only): whatever it writes cannot fill the grader's disk,
         # and vanishes with the sandbox.
