@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "tinytorch.commands.training",   # train
     "tinytorch.commands.bench",      # bench
     "tinytorch.commands.quality",    # mutants
+    "tinytorch.commands.integrity",  # similarity
 )
 
 

@@ -255,7 +255,8 @@ def _forbidden_in(scope: _Scope, global_aliases: dict, global_star: list, policy
         resolved = _resolve(name, aliases)
         if resolved and policy.forbids(resolved):
             (called if is_call else referenced).append(resolved)
-    found = list(dict.fromkeys(called))
+    # The most specific call first (torch.nn.functional.conv2d before torch.from_numpy): it says the most.
+    found = sorted(dict.fromkeys(called), key=lambda name: -name.count("."))
     # A module referenced but nothing of it called (e.g. `conv = F.conv2d; conv(x)`), an import, a star import.
     for resolved in referenced:
         if not any(c == resolved or c.startswith(resolved + ".") for c in found):
