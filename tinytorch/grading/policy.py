@@ -388,7 +388,12 @@ def apply(findings: list, points: dict, messages: dict) -> tuple:
     return points, messages
 
 
+_checks_cache = {}
+
+
 def check_submission(submission, assignment, policy: Policy) -> list:
     "The findings of one submission (read with notebooks.read_submission) against the assignment."
-    return scan(student_code(submission, assignment.source, assignment.release), policy,
-                checks_of(assignment.source, policy.functions))
+    key = (assignment.source_hash, policy.functions)
+    if key not in _checks_cache:   # the same for every student: parse the source's checks once
+        _checks_cache[key] = checks_of(assignment.source, policy.functions)
+    return scan(student_code(submission, assignment.source, assignment.release), policy, _checks_cache[key])

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+MAX_PAGES = 300         # side-by-side pages written for the most similar pairs (all are in report.json)
 MIN_SHARED = 8          # fewer shared fingerprints (~ 4 lines of code) never make a pair: tiny documents
 _PRIME = np.uint64(1_000_003)
 _COLOURS = 8
@@ -477,13 +478,14 @@ def write_report(report: Report, documents: dict, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("pair-*.html"):
         stale.unlink()
-    for number, pair in enumerate(report.pairs, 1):
+    for number, pair in enumerate(report.pairs[:MAX_PAGES], 1):
         pair.page = f"pair-{number:03d}.html"    # never a student's name in a path
         atomic_write(folder / pair.page, pair_page(pair, documents[pair.a], documents[pair.b], report.settings))
     s = report.settings
     rows = "".join(f'<tr><td>{n}</td><td>{html.escape(p.a)}</td><td>{html.escape(p.b)}</td>'
                    f'<td>{p.similarity:.0%}</td><td>{p.shared}</td><td>{p.share_a:.0%} / {p.share_b:.0%}</td>'
-                   f'<td><a href="{p.page}">side by side</a></td></tr>' for n, p in enumerate(report.pairs, 1))
+                   + (f'<td><a href="{p.page}">side by side</a></td></tr>' if p.page else "<td></td></tr>")
+                   for n, p in enumerate(report.pairs, 1))
     wrong = "".join(f"<tr><td>{html.escape(w.a)}</td><td>{html.escape(w.b)}</td><td>{len(w.records)}</td>"
                     f"<td>{html.escape(', '.join(sorted({g for g, _, _ in w.records})))}</td></tr>" for w in report.wrong)
     library = "".join(f"<tr><td>{html.escape(student)}</td><td>{html.escape(describe_flag(flag))}</td></tr>"
