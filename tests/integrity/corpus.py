@@ -55,25 +55,46 @@ def rename(nb: dict) -> dict:
     return _each_answer(nb, change)
 
 
+def _swap_neighbours(text: str, swap) -> str:
+    "`text` with each pair of neighbouring lines for which `swap(first, second)` gives new lines replaced by them."
+    lines = text.splitlines()
+    index = 0
+    while index + 1 < len(lines):
+        swapped = swap(lines[index], lines[index + 1])
+        if swapped:
+            lines[index], lines[index + 1] = swapped
+            index += 2
+        else:
+            index += 1
+    return "\n".join(lines)
+
+
+ASSIGNMENT = re.compile(r"^(\s+)(\w+)(\[.*\])? *[-+*/]?= ")
+LOOP = re.compile(r"^(\s*)for \w+ in range\(\w+\):$")
+
+
+def _independent(first: str, second: str):
+    "The two assignments swapped, when neither uses what the other assigns."
+    one, two = ASSIGNMENT.match(first), ASSIGNMENT.match(second)
+    if one and two and one.group(1) == two.group(1) and one.group(2) != two.group(2) \
+            and not re.search(rf"\b{one.group(2)}\b", second.split("=", 1)[1]) \
+            and not re.search(rf"\b{two.group(2)}\b", first.split("=", 1)[1]) \
+            and "out = np." not in first + second:
+        return second, first
+    return None
+
+
+def _nested_loops(first: str, second: str):
+    "Two perfectly nested loops with their headers exchanged."
+    one, two = LOOP.match(first), LOOP.match(second)
+    if one and two:
+        return one.group(1) + second.strip(), two.group(1) + first.strip()
+    return None
+
+
 def reorder(nb: dict) -> dict:
     "Independent neighbouring statements swapped (assignments whose names the other does not use)."
-    def change(text):
-        lines = text.splitlines()
-        index = 0
-        while index + 1 < len(lines):
-            first, second = lines[index], lines[index + 1]
-            target = re.match(r"^(\s+)(\w+)(\[.*\])? *[-+*/]?= ", first)
-            other = re.match(r"^(\s+)(\w+)(\[.*\])? *[-+*/]?= ", second)
-            if target and other and target.group(1) == other.group(1) and target.group(2) != other.group(2) \
-                    and not re.search(rf"\b{target.group(2)}\b", second.split("=", 1)[1]) \
-                    and not re.search(rf"\b{other.group(2)}\b", first.split("=", 1)[1]) \
-                    and "return" not in first + second and "out = np." not in first + second:
-                lines[index], lines[index + 1] = second, first
-                index += 2
-            else:
-                index += 1
-        return "\n".join(lines)
-    return _each_answer(nb, change)
+    return _each_answer(nb, lambda text: _swap_neighbours(text, _independent))
 
 
 def comment_and_pad(nb: dict) -> dict:
@@ -98,24 +119,8 @@ def comment_and_pad(nb: dict) -> dict:
 
 
 def loop_order(nb: dict) -> dict:
-    "The two outermost loops of every loop nest swapped (the headers trade places, the bodies stay)."
-    def change(text):
-        lines = text.splitlines()
-        index = 0
-        while index + 1 < len(lines):
-            first, second = lines[index], lines[index + 1]
-            if re.match(r"^\s*for \w+ in range\(\w+\):$", first) and re.match(r"^\s*for \w+ in range\(\w+\):$", second):
-                indent_1 = first[:len(first) - len(first.lstrip())]
-                indent_2 = second[:len(second) - len(second.lstrip())]
-                lines[index], lines[index + 1] = indent_1 + second.strip(), indent_2 + first.strip()
-                index += 2
-                while index < len(lines) and lines[index].startswith(indent_2 + " ") and \
-                        re.match(r"^\s*for ", lines[index]):
-                    index += 1
-            else:
-                index += 1
-        return "\n".join(lines)
-    return _each_answer(nb, change)
+    "Perfectly nested loops exchanged, pair by pair (the headers trade places, the bodies stay)."
+    return _each_answer(nb, lambda text: _swap_neighbours(text, _nested_loops))
 
 
 def everything(nb: dict) -> dict:

@@ -379,8 +379,9 @@ def main(argv=None) -> int:
 
 # ================================================================ academic integrity samples (issue 17)
 # A copied pair: an independent solution with a rare bug (average pooling that divides by the
-# in-bounds values only), and the same solution disguised -- variables renamed, independent
-# statements reordered, comments and dead code added, loops in another order. And students who
+# in-bounds values only), and the same solution disguised by tests/integrity/corpus.py -- names
+# changed, independent statements reordered, comments and dead code added, nested loops
+# exchanged. And students who
 # call a library where the module asks for loops (tinytorch.grading.policy). Built on `ref`.
 
 COPY_ORIGINAL = {
@@ -433,64 +434,6 @@ for ch in range(channels):
     out[:, ch] = gamma[ch] * (x[:, ch] - use_mean[ch]) / np.sqrt(use_var[ch] + eps) + beta[ch]
 """,
 }
-COPY_DISGUISED = {
-    "conv2d_loops": """
-# slide the kernel over every output position
-for row in range(out_height):
-    for img in range(batch):
-        for col in range(out_width):
-            top, left = row * stride_h, col * stride_w
-            debug = False
-            region = x_padded[img, :, top:top + kernel_h, left:left + kernel_w]  # all input channels
-            for f in range(out_channels):
-                out[img, f, row, col] = np.sum(region * weight[f])
-if bias is not None:
-    # one bias per filter
-    for f in range(out_channels):
-        out[:, f, :, :] += bias[f]
-""",
-    "max_pool2d_loops": """
-for chan in range(channels):
-    for img in range(batch):
-        for row in range(out_height):
-            for col in range(out_width):
-                top, left = row * stride_h, col * stride_w
-                # the largest value in the window
-                out[img, chan, row, col] = np.max(x_padded[img, chan, top:top + kernel_h, left:left + kernel_w])
-""",
-    "avg_pool2d_loops": """
-pad_h, pad_w = padding
-unused_total = 0.0
-for img in range(batch):
-    for chan in range(channels):
-        for row in range(out_height):
-            for col in range(out_width):
-                top, left = row * stride_h, col * stride_w
-                region = x_padded[img, chan, top:top + kernel_h, left:left + kernel_w]
-                ncols = min(left + kernel_w, pad_w + width) - max(left, pad_w)
-                nrows = min(top + kernel_h, pad_h + height) - max(top, pad_h)
-                out[img, chan, row, col] = region.sum() / (nrows * ncols)  # mean of the window
-""",
-    "batch_norm2d_loops": """
-dims = (0, 2, 3)
-if training:
-    "batch statistics"
-    mu = x.mean(axis=dims)
-    sigma2 = ((x - mu[None, :, None, None]) ** 2).mean(axis=dims)
-    corrected = sigma2 * count / (count - 1)
-    running_var *= 1 - momentum
-    running_var += momentum * corrected
-    running_mean *= 1 - momentum
-    running_mean += momentum * mu
-    m, v = mu, sigma2
-else:
-    m, v = running_mean, running_var
-if False:
-    print("never runs")
-for chan in range(channels):
-    out[:, chan] = gamma[chan] * (x[:, chan] - m[chan]) / np.sqrt(v[chan] + eps) + beta[chan]
-""",
-}
 LIBRARY_TORCH = """
 import torch
 import torch.nn.functional as F
@@ -534,13 +477,14 @@ except ImportError:
 
 def integrity_samples(ref: dict) -> dict:
     from variants import replace_body
-    original, disguised = ref, ref
+    sys.path.insert(0, str(HERE.parent / "integrity"))
+    from corpus import everything   # tests/integrity/corpus.py: every disguise at once
+    original = ref
     for name in COPY_ORIGINAL:
         original = replace_body(original, name, COPY_ORIGINAL[name])
-        disguised = replace_body(disguised, name, COPY_DISGUISED[name])
     return {
         "integrity_copy_original": original,
-        "integrity_copy_disguised": disguised,
+        "integrity_copy_disguised": everything(original),
         "integrity_library_torch": replace_body(ref, "conv2d_loops", LIBRARY_TORCH),
         "integrity_library_scipy": insert_after_first_code(replace_body(ref, "conv2d_loops", LIBRARY_SCIPY),
                                                            "from scipy import signal"),
