@@ -8,9 +8,11 @@ Modules:
 - `tinytorch.grading.grade`: `tito grade DIR`: grade a class of submissions, one sandboxed kernel each.
 - `tinytorch.grading.mutation`: Mutation testing of a module's hidden tests.
 - `tinytorch.grading.notebooks`: Notebook surgery the grader needs, in plain Python (no nbgrader import, so workers stay light).
+- `tinytorch.grading.policy`: The course's library-use policy (settings.ini `[policy]`): what the graded loop functions may not use.
 - `tinytorch.grading.record`: The record protocol between a hidden check and the grader.
 - `tinytorch.grading.sandbox`: Run one submitted notebook in a fresh, sandboxed, fault-tolerant kernel.
 - `tinytorch.grading.scoring`: Per-cell scores of an executed notebook, decided in the grader's own process.
+- `tinytorch.grading.similarity`: Which students handed in the same code, and which share the same wrong answers: flags for a person to look at, never a change of score.
 - `tinytorch.student`: The student's side of the course: `tito export` in a student folder, `tito test`, `tito validate`."""
 
 __version__ = "0.9.0"
