@@ -141,6 +141,18 @@ def test_bad_similarity_settings_are_refused_naming_the_key(tmp_path):
     assert load_similarity_settings(tmp_path) == SimilaritySettings()
 
 
+def test_tito_similarity_prints_the_section_and_writes_the_pages(corpus_report, tmp_path, capsys):
+    from tinytorch.cli import main
+    assert main(["similarity", str(corpus_report.folder / "submitted"), "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "similar code (≥ 65%, k 10, window 4): " in printed
+    assert "the same wrong recorded values: not checked (no graded course folder)" in printed
+    assert printed.count("    group of 6: ") == len(corpus.ORIGINALS)   # each original with its 5 copies
+    assert (tmp_path / "similarity" / "index.html").exists()
+    assert main(["similarity", str(corpus_report.folder / "submitted"), "--threshold", "2"]) == 2
+    assert "--threshold must be from 0 to 1, got 2" in capsys.readouterr().err
+
+
 def test_tito_similarity_refuses_a_course_folder_that_was_not_graded(tmp_path, capsys):
     from tinytorch.cli import main
     assert main(["similarity", str(SAMPLES), "--course", str(tmp_path)]) == 1
