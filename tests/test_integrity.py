@@ -130,6 +130,21 @@ def test_student_text_on_the_pages_and_in_the_terminal_is_escaped(tmp_path):
     assert "\x1b" not in format_report(report)
 
 
+def test_unreadable_and_oversized_notebooks_are_skipped_with_the_reason(tmp_path):
+    from tinytorch.grading.grade import Submission
+    from tinytorch.grading.similarity import class_documents
+    assignment = load_assignment(ROOT, "09_spatial", "09_spatial.ipynb")
+    (tmp_path / "broken.ipynb").write_text("{not json", encoding="utf-8")
+    big = tmp_path / "big.ipynb"
+    big.write_bytes(b" " * (2 * 2**20))
+    subs = [Submission("broken", tmp_path / "broken.ipynb"), Submission("big", big), Submission("gone", None, "no 09_spatial/")]
+    documents, _, skipped = class_documents(subs, assignment, SimilaritySettings(), max_notebook_mb=1)
+    assert documents == []
+    assert skipped["broken"].startswith("not read: not JSON (line 1")
+    assert skipped["big"].startswith("not read: the notebook is 2 MiB, above the 1 MiB")
+    assert skipped["gone"] == "no 09_spatial/"
+
+
 def test_bad_similarity_settings_are_refused_naming_the_key(tmp_path):
     (tmp_path / "settings.ini").write_text("[similarity]\nk = twelve\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"\[similarity\] k must be an integer from 2 to 200, got 'twelve'"):
@@ -341,3 +356,20 @@ def test_without_the_sandbox_nothing_is_hidden_and_zero_cell_still_applies(tmp_p
     # policy's static scan zeroes the cell that checks conv2d_loops (on_use = zero_cell).
     assert result.detail == f"sandbox off; {REASON} [conv2d_loops]"
     assert (result.score, result.cells["conv2d_loops"], result.cells["conv2d_layer"]) == (50.0, 0.0, 6.0)
+
+
+def test_a_changed_policy_regrades_and_the_same_policy_reuses(flagged_batch, tmp_path):
+    # (last of the flagged batch's tests: it regrades one student of that course folder)
+    shutil.copytree(SAMPLES / "integrity_library_torch_fallback", tmp_path / "one" / "integrity_library_torch_fallback")
+    settings = load_settings(ROOT)
+    limits = limits_for(settings, sandbox=True, **FAST)
+    original = policy_module.load_policy
+    policy_module.load_policy = lambda root: Policy(on_use="flag")
+    try:
+        same = grade_batch(tmp_path / "one", ROOT, flagged_batch.out, settings, limits, jobs=1, progress=False)
+    finally:
+        policy_module.load_policy = original
+    assert (same.graded_now, same.reused, same.results[0].score) == (0, 1, 60.0)
+    changed = grade_batch(tmp_path / "one", ROOT, flagged_batch.out, settings, limits, jobs=1, progress=False)
+    assert (changed.graded_now, changed.results[0].score) == (1, 50.0)   # zero_cell, from settings.ini
+    assert changed.results[0].flags[0]["action"] == "zero_cell"

@@ -246,7 +246,8 @@ def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, 
 def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, out: Path,
                sandbox_note: str = "", scanned: set | None = None) -> Result:
     zero = {gid: 0.0 for gid, _ in assignment.graded}
-    base = dict(student=sub.student, max_score=assignment.max_score, source_hash=assignment.source_hash)
+    base = dict(student=sub.student, max_score=assignment.max_score, source_hash=assignment.source_hash,
+                policy=assignment.policy.digest() if assignment.policy is not None else "")
     notes = [sandbox_note] if sandbox_note else []
     if sub.path is None:
         outcome = Result(status="missing", score=0.0, detail="; ".join(notes + [sub.problem]), cells=zero,
@@ -296,8 +297,7 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
     detail = "; ".join(notes + flags + execution + _summarise(messages) + elsewhere)
     outcome = Result(status=status, score=float(sum(points.values())), detail=detail, cells=points,
                      submission_hash=digest, seconds=result.seconds, kernel_cpu=result.kernel_cpu,
-                     flags=[f.as_flag() for f in findings],
-                     policy=assignment.policy.digest() if assignment.policy is not None else "", **base)
+                     flags=[f.as_flag() for f in findings], **base)
     _write_outputs(sub, assignment, result.notebook, submission, points, messages, outcome, out)
     if scanned is not None:
         scanned.add(sub.student)

@@ -350,8 +350,10 @@ class Report:
                 "library_use": self.library, "skipped": self.skipped}
 
 
-def class_documents(submissions: list, assignment, settings: SimilaritySettings, policy=None) -> tuple:
-    "(documents, {student: library findings}, {student: why skipped}) of a class's submissions."
+def class_documents(submissions: list, assignment, settings: SimilaritySettings, policy=None,
+                    max_notebook_mb: float = float("inf")) -> tuple:
+    """(documents, {student: library findings}, {student: why skipped}) of a class's submissions
+    (a file above `max_notebook_mb` is not read, as the grader does not read it)."""
     from tinytorch.grading.notebooks import InvalidNotebook, read_submission
     from tinytorch.grading.policy import check_submission, student_code
     base = base_hashes(assignment.release, settings)
@@ -359,6 +361,10 @@ def class_documents(submissions: list, assignment, settings: SimilaritySettings,
     for sub in submissions:
         if sub.path is None:
             skipped[sub.student] = sub.problem or "no notebook"
+            continue
+        too_large = sub.oversize(max_notebook_mb)
+        if too_large:
+            skipped[sub.student] = f"not read: {too_large}"
             continue
         try:
             notebook = read_submission(sub.data())
@@ -392,7 +398,8 @@ def compare_class(directory: Path, root: Path, course: Path | None = None, out: 
     assignment = load_assignment(root, module, course_settings.notebook(module))
     settings = settings or load_similarity_settings(root)
     submissions = discover(directory, module, assignment.notebook)
-    documents, library, skipped = class_documents(submissions, assignment, settings, load_policy(root))
+    documents, library, skipped = class_documents(submissions, assignment, settings, load_policy(root),
+                                                  course_settings.max_notebook_mb)
     pairs = similar_pairs(documents, settings)
     wrong, reference = course_wrong_values(course, assignment, [s.student for s in submissions]) if course else ({}, {})
     report = Report(settings, len(documents), pairs, shared_wrong_values(wrong, reference, settings), library,
