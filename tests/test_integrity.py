@@ -220,6 +220,14 @@ def test_the_scan_leaves_loops_numpy_and_sliding_windows_alone():
     assert scan(texts, Policy(), CHECKS) == []
 
 
+def test_a_star_import_counts_only_for_functions_that_call_a_name_nothing_else_defines():
+    texts = ["from torch.nn.functional import *\ndef helper(a):\n    return a\n",
+             "def conv2d_loops(x, w):\n    y = pad_input(helper(x), 1)\n    return np.zeros(len(y))\n",
+             "def max_pool2d_loops(x, k):\n    return max_pool2d(x, k)\n"]
+    findings = scan(texts, Policy(), CHECKS, known=frozenset({"pad_input", "np"}))
+    assert [(f.function, f.names) for f in findings] == [("max_pool2d_loops", ["torch.nn.functional"])]
+
+
 def test_forbidden_code_outside_the_graded_functions_is_reported_but_scores_nothing():
     texts = ["import torch\nprint(torch.nn.functional.conv2d(a, b))\n", "def conv2d_loops(x, w):\n    return x\n"]
     findings = scan(texts, Policy(), CHECKS)

@@ -20,6 +20,7 @@ A scan can be fooled by code built at run time (`eval` of a string); the sandbox
 """
 import ast
 import atexit
+import builtins
 import configparser
 import glob
 import hashlib
@@ -247,8 +248,10 @@ def _resolve(name: str, aliases: dict) -> str:
     return aliases[head] + ("." + rest if rest else "")
 
 
-def _forbidden_in(scope: _Scope, global_aliases: dict, global_star: list, policy: Policy) -> list:
-    "Forbidden dotted names a scope reaches, calls first, in order, without repeats."
+def _forbidden_in(scope: _Scope, global_aliases: dict, global_star: list, policy: Policy,
+                  known: frozenset = frozenset()) -> list:
+    """Forbidden dotted names a scope reaches, calls first, in order, without repeats. A star
+    import counts when the scope calls a plain name that nothing else (`known`, builtins) defines."""
     aliases = {**global_aliases, **scope.aliases}
     called, referenced = [], []
     for name, is_call in scope.uses:
@@ -261,7 +264,9 @@ def _forbidden_in(scope: _Scope, global_aliases: dict, global_star: list, policy
     for resolved in referenced:
         if not any(c == resolved or c.startswith(resolved + ".") for c in found):
             found.append(resolved)
-    for module in scope.imported + (global_star if scope.uses else []):
+    unexplained = {name for name in scope.calls if name not in known and name not in aliases
+                   and not hasattr(builtins, name)}
+    for module in scope.imported + (global_star if unexplained else []):
         if policy.forbids(module) and not any(f == module or f.startswith(module + ".") for f in found):
             found.append(module)
     return list(dict.fromkeys(found))
@@ -284,6 +289,28 @@ def student_code(submission, source, release) -> list:
     return texts
 
 
+def _assigned(text: str) -> list:
+    "The Name nodes `text` assigns, defines or imports at any depth (nothing when it does not parse)."
+    try:
+        tree = ast.parse(_strip_magics(text))
+    except SyntaxError:
+        return []
+    names = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(ast.Name(id=node.name, ctx=ast.Store()))
+        for bound, _ in _import_names(node):
+            if bound != "*":
+                names.append(ast.Name(id=bound, ctx=ast.Store()))
+    return names
+
+
+def instructor_names(release) -> frozenset:
+    "Every name the released notebook's code defines, assigns or imports."
+    from tinytorch.grading.notebooks import cell_text
+    return frozenset(n.id for c in release.cells if c.get("cell_type") == "code" for n in _assigned(cell_text(c)))
+
+
 def checks_of(source, functions) -> dict:
     "{function: [grade ids of the graded test cells that call it]} (hidden tests included)."
     from tinytorch.grading.notebooks import cell_text, grade_id, is_graded, is_solution
@@ -302,9 +329,10 @@ def checks_of(source, functions) -> dict:
     return cells
 
 
-def scan(texts: list, policy: Policy, checks: dict) -> list:
+def scan(texts: list, policy: Policy, checks: dict, known: frozenset = frozenset()) -> list:
     """Findings of the student's code `texts` (cells, in order): one per graded function that
-    reaches something forbidden, and one (function '') for forbidden code elsewhere."""
+    reaches something forbidden, and one (function '') for forbidden code elsewhere. `known`:
+    names the instructor's cells define (a call to one of them is not a star-imported name)."""
     top = _Scope()
     functions = {}        # name -> [scope] (a cell may define a function again; every definition counts)
     for text in texts:
@@ -340,13 +368,14 @@ def scan(texts: list, policy: Policy, checks: dict) -> list:
                         scope = _Scope()
                         scope.uses.append((value, True))
                         functions.setdefault(node.targets[0].id, []).append(scope)
+    defined = frozenset(known) | set(functions) | {n.id for text in texts for n in _assigned(text)}
     findings, reached_by_graded = [], set()
     for function in policy.functions:
         names, via, seen, todo = [], [], {function}, [function]
         while todo:
             current = todo.pop(0)
             for scope in functions.get(current, []):
-                found = _forbidden_in(scope, top.aliases, top.star, policy)
+                found = _forbidden_in(scope, top.aliases, top.star, policy, defined)
                 if found and current != function and current not in via:
                     via.append(current)
                 names += [n for n in found if n not in names]
@@ -362,7 +391,7 @@ def scan(texts: list, policy: Policy, checks: dict) -> list:
     for name, scopes in functions.items():
         if name not in reached_by_graded:
             for scope in scopes:
-                elsewhere += _forbidden_in(scope, top.aliases, top.star, policy)
+                elsewhere += _forbidden_in(scope, top.aliases, top.star, policy, defined)
     top_found = _forbidden_in(top, top.aliases, [], policy)
     covered = [n for finding in findings for n in finding.names]
     elsewhere = [n for n in dict.fromkeys(elsewhere + top_found)
@@ -394,6 +423,7 @@ _checks_cache = {}
 def check_submission(submission, assignment, policy: Policy) -> list:
     "The findings of one submission (read with notebooks.read_submission) against the assignment."
     key = (assignment.source_hash, policy.functions)
-    if key not in _checks_cache:   # the same for every student: parse the source's checks once
-        _checks_cache[key] = checks_of(assignment.source, policy.functions)
-    return scan(student_code(submission, assignment.source, assignment.release), policy, _checks_cache[key])
+    if key not in _checks_cache:   # the same for every student: parse the source's checks and names once
+        _checks_cache[key] = (checks_of(assignment.source, policy.functions), instructor_names(assignment.release))
+    checks, known = _checks_cache[key]
+    return scan(student_code(submission, assignment.source, assignment.release), policy, checks, known)
