@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "tinytorch.commands.quality",    # mutants
     "tinytorch.commands.lms",        # export-grades, gradescope
     "tinytorch.commands.serve",      # serve, tokens, submit
+    "tinytorch.commands.integrity",  # similarity
 )
 
 

@@ -291,6 +291,7 @@ def all_samples(source_nb: dict, release_nb: dict) -> dict:
     })
     samples.update(liar_samples(bug))
     samples.update(steal_samples(bug))
+    samples.update(integrity_samples(ref))   # the block at the end of this file
     return samples
 
 
@@ -374,6 +375,122 @@ def main(argv=None) -> int:
     write(args.out, samples)
     print(f"wrote {len(samples) + 3} samples to {args.out / 'submitted'}")
     return 0
+
+
+# ================================================================ academic integrity samples (issue 17)
+# A copied pair: an independent solution with a rare bug (average pooling that divides by the
+# in-bounds values only), and the same solution disguised by tests/integrity/corpus.py -- names
+# changed, independent statements reordered, comments and dead code added, nested loops
+# exchanged. And students who
+# call a library where the module asks for loops (tinytorch.grading.policy). Built on `ref`.
+
+COPY_ORIGINAL = {
+    "conv2d_loops": """
+for n in range(batch):
+    for i in range(out_height):
+        for j in range(out_width):
+            r0, c0 = i * stride_h, j * stride_w
+            patch = x_padded[n, :, r0:r0 + kernel_h, c0:c0 + kernel_w]
+            for oc in range(out_channels):
+                out[n, oc, i, j] = np.sum(patch * weight[oc])
+if bias is not None:
+    for oc in range(out_channels):
+        out[:, oc, :, :] += bias[oc]
+""",
+    "max_pool2d_loops": """
+for n in range(batch):
+    for ch in range(channels):
+        for i in range(out_height):
+            for j in range(out_width):
+                r0, c0 = i * stride_h, j * stride_w
+                out[n, ch, i, j] = np.max(x_padded[n, ch, r0:r0 + kernel_h, c0:c0 + kernel_w])
+""",
+    "avg_pool2d_loops": """
+pad_h, pad_w = padding
+for n in range(batch):
+    for ch in range(channels):
+        for i in range(out_height):
+            for j in range(out_width):
+                r0, c0 = i * stride_h, j * stride_w
+                window = x_padded[n, ch, r0:r0 + kernel_h, c0:c0 + kernel_w]
+                rows = min(r0 + kernel_h, pad_h + height) - max(r0, pad_h)
+                cols = min(c0 + kernel_w, pad_w + width) - max(c0, pad_w)
+                out[n, ch, i, j] = window.sum() / (rows * cols)
+""",
+    "batch_norm2d_loops": """
+axes = (0, 2, 3)
+if training:
+    batch_mean = x.mean(axis=axes)
+    batch_var = ((x - batch_mean[None, :, None, None]) ** 2).mean(axis=axes)
+    unbiased = batch_var * count / (count - 1)
+    running_mean *= 1 - momentum
+    running_mean += momentum * batch_mean
+    running_var *= 1 - momentum
+    running_var += momentum * unbiased
+    use_mean, use_var = batch_mean, batch_var
+else:
+    use_mean, use_var = running_mean, running_var
+for ch in range(channels):
+    out[:, ch] = gamma[ch] * (x[:, ch] - use_mean[ch]) / np.sqrt(use_var[ch] + eps) + beta[ch]
+""",
+}
+LIBRARY_TORCH = """
+import torch
+import torch.nn.functional as F
+to_torch = lambda array: torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
+result = F.conv2d(to_torch(x_padded), to_torch(weight), None if bias is None else to_torch(bias),
+                  stride=(stride_h, stride_w))
+out[...] = result.numpy()
+"""
+LIBRARY_SCIPY = """
+for b in range(batch):
+    for out_ch in range(out_channels):
+        full = sum(signal.correlate(x_padded[b, in_ch], weight[out_ch, in_ch], mode="valid")
+                   for in_ch in range(in_channels))
+        out[b, out_ch] = full[::stride_h, ::stride_w][:out_height, :out_width]
+        if bias is not None:
+            out[b, out_ch] += bias[out_ch]
+"""
+LIBRARY_FAST_PATH = """
+from tinytorch.core.im2col import conv2d_fast
+from tinytorch.core.tensor import Tensor
+out[...] = conv2d_fast(Tensor(x), Tensor(weight), None if bias is None else Tensor(bias),
+                       (stride_h, stride_w), (pad_h, pad_w)).data
+"""
+LIBRARY_TORCH_FALLBACK = """
+try:
+    import torch
+    out[...] = torch.nn.functional.conv2d(torch.from_numpy(x_padded), torch.from_numpy(weight),
+                                          stride=(stride_h, stride_w)).numpy()
+    if bias is not None:
+        out += bias.reshape(1, -1, 1, 1)
+except ImportError:
+    for b in range(batch):
+        for out_ch in range(out_channels):
+            for out_h in range(out_height):
+                for out_w in range(out_width):
+                    window = x_padded[b, :, out_h * stride_h:out_h * stride_h + kernel_h,
+                                      out_w * stride_w:out_w * stride_w + kernel_w]
+                    out[b, out_ch, out_h, out_w] = np.sum(window * weight[out_ch]) + (0.0 if bias is None else bias[out_ch])
+"""
+
+
+def integrity_samples(ref: dict) -> dict:
+    from variants import replace_body
+    sys.path.insert(0, str(HERE.parent / "integrity"))
+    from corpus import everything   # tests/integrity/corpus.py: every disguise at once
+    original = ref
+    for name in COPY_ORIGINAL:
+        original = replace_body(original, name, COPY_ORIGINAL[name])
+    return {
+        "integrity_copy_original": original,
+        "integrity_copy_disguised": everything(original),
+        "integrity_library_torch": replace_body(ref, "conv2d_loops", LIBRARY_TORCH),
+        "integrity_library_scipy": insert_after_first_code(replace_body(ref, "conv2d_loops", LIBRARY_SCIPY),
+                                                           "from scipy import signal"),
+        "integrity_library_fast_path": replace_body(ref, "conv2d_loops", LIBRARY_FAST_PATH),
+        "integrity_library_torch_fallback": replace_body(ref, "conv2d_loops", LIBRARY_TORCH_FALLBACK),
+    }
 
 
 if __name__ == "__main__":

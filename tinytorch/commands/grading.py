@@ -93,6 +93,8 @@ def run_grade(args) -> int:
         print_table(report)
         print()
         print(format_summary(summarise(report.csv_path)))
+        from tinytorch.commands.integrity import summary_section
+        print(summary_section(args.directory, root, out))   # similarity and library use: flags only
     if args.histogram:
         from tinytorch.grading.summary import save_histogram, summarise
         print(f"histogram of scores: {save_histogram(summarise(report.csv_path), args.histogram)}")

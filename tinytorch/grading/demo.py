@@ -9,8 +9,9 @@ from pathlib import Path
 
 from tinytorch.settings import load_settings
 
-# reference, differently written correct answers, each common bug, the untouched release, bad JSON
-DEMO_PREFIXES = ("reference", "correct_", "bug_", "untouched_release", "invalid_json")
+# reference, differently written correct answers, each common bug, the untouched release, bad JSON,
+# and the integrity samples (a copied pair, library users)
+DEMO_PREFIXES = ("reference", "correct_", "bug_", "untouched_release", "invalid_json", "integrity_")
 
 
 # When demo students handed in, in hours after the demo's due date (nbgrader's timestamp.txt): these
@@ -95,6 +96,8 @@ def run_demo(root: Path, out: Path | None = None, jobs: int | None = None, no_sa
     summary = summarise(report.csv_path)
     print(format_summary(summary))
     print(f"histogram: {save_histogram(summary, out / 'scores.png')}")
+    from tinytorch.commands.integrity import summary_section
+    print(summary_section(submitted, root, out))
     print()
     print(f"grades:    {report.csv_path}")
     print(f"feedback:  {report.feedback_dir}/<student>/{module}.html  "

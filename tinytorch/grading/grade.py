@@ -34,7 +34,7 @@ from tinytorch.grading.notebooks import (MARKER_WORDS, InvalidNotebook, cell_tex
 from tinytorch.grading.scoring import grade_cells, reference_records_of, score_cells, short
 from tinytorch.grading.record import decode_records, encode_record
 from tinytorch.grading import term
-from tinytorch.grading.deadline import DeadlineError, load_policy, timestamp_beside
+from tinytorch.grading.deadline import DeadlineError, load_policy as load_deadline, timestamp_beside
 from tinytorch.grading.term import Manual
 
 STATE = ".tito-grade"          # journal and reference cache, inside the output folder
@@ -96,6 +96,7 @@ class Assignment:
     graded: list               # [(grade_id, points)] of the autograded cells
     secrets: dict
     manual: list = field(default_factory=list)   # [(grade_id, points)] of the answers a person grades
+    policy: object = None      # the library-use policy (tinytorch.grading.policy.Policy), set by grade_batch
 
     @property
     def max_score(self) -> float:
@@ -125,6 +126,8 @@ class Result:
     messages: dict = field(default_factory=dict)   # {grade_id: [reasons]} of the failing checks
     student_name: str = ""                          # as the LMS names the student (Canvas)
     lms_late: bool | None = None                    # the LMS's own late flag (Canvas LATE), None when it has none
+    flags: list = field(default_factory=list)  # structured integrity flags (library use: policy.Finding.as_flag)
+    policy: str = ""           # digest of the library-use policy it was graded under
 
     def row(self, graded: list) -> list:
         optional = lambda value: "" if value is None else points_text(value)   # noqa: E731
@@ -302,7 +305,8 @@ def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, 
 def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, out: Path,
                sandbox_note: str = "", scanned: set | None = None) -> Result:
     zero = {gid: 0.0 for gid, _ in assignment.graded}
-    base = dict(student=sub.student, max_score=assignment.max_score, source_hash=assignment.source_hash)
+    base = dict(student=sub.student, max_score=assignment.max_score, source_hash=assignment.source_hash,
+                policy=assignment.policy.digest() if assignment.policy is not None else "")
     notes = [sandbox_note] if sandbox_note else []
     if sub.path is None:
         outcome = Result(status="missing", score=0.0, detail="; ".join(notes + [sub.problem]), cells=zero,
@@ -341,16 +345,24 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
     scores = grade_cells(result.notebook, assignment.graded, reference)
     points = {gid: score.points for gid, score in scores.items()}
     messages = {gid: list(score.reasons) for gid, score in scores.items() if score.reasons}
+    findings, elsewhere = [], []
+    if assignment.policy is not None:   # library use: a static scan, then on_use (tinytorch.grading.policy)
+        from tinytorch.grading import policy as library
+        findings = library.check_submission(submission, assignment, assignment.policy)
+        points, messages = library.apply(findings, points, messages)
+        elsewhere = [f"outside the graded functions the code uses {', '.join(f.names[:3])} (not scored)"
+                     for f in findings if not f.function]
     status = "graded" if result.status == "ok" else result.status
     if status not in STATUSES:
         status = "crashed"
     execution = [short(result.detail, 300)] if result.detail else []
-    detail = "; ".join(notes + flags + execution + _summarise(messages))
+    detail = "; ".join(notes + flags + execution + _summarise(messages) + elsewhere)
     outcome = Result(status=status, score=round(float(sum(points.values())), 2), detail=detail, cells=points,
-                     blank_answers=blank, messages=messages,
+                     blank_answers=blank, messages=messages, flags=[f.as_flag() for f in findings],
                      submission_hash=digest, seconds=result.seconds, kernel_cpu=result.kernel_cpu, **base)
+    # a cell the library-use policy zeroed lists no check marks: its message says why
     _write_outputs(sub, assignment, result.notebook, submission, points, messages, outcome, out,
-                   checks={gid: score.checks for gid, score in scores.items()})
+                   checks={gid: score.checks for gid, score in scores.items() if points[gid] == score.points})
     if scanned is not None:
         scanned.add(sub.student)
     return outcome
@@ -603,11 +615,15 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
     root, out = Path(root).resolve(), Path(out).resolve()
     sandbox_note = sandbox_note_for(limits)
     try:
-        policy = load_policy(root) if deadline is FROM_SETTINGS else deadline
+        due = load_deadline(root) if deadline is FROM_SETTINGS else deadline
     except DeadlineError as error:
         raise GradingError(str(error)) from None
     prepare_course(out, root, module, settings)
     assignment = load_assignment(out, module, notebook)
+    from tinytorch.grading.policy import load_policy
+    assignment.policy = load_policy(root)
+    if limits.sandbox:   # forbidden modules are not there for the kernel
+        limits = replace(limits, hidden_modules=assignment.policy.forbidden)
     state = out / STATE
     submissions = discover(directory, module, notebook)
     unknown = sorted(set(students or ()) - {sub.student for sub in submissions})
@@ -628,7 +644,8 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
         selected = students is None or sub.student in students
         unchanged = previous is not None and previous.submission_hash == digest \
             and previous.source_hash == assignment.source_hash \
-            and (previous.detail.startswith("sandbox off") == (not limits.sandbox))
+            and (previous.detail.startswith("sandbox off") == (not limits.sandbox)) \
+            and previous.policy == assignment.policy.digest()
         if previous is not None and (not selected or (unchanged and not force)):
             results[sub.student] = previous
             previous.student_name, previous.lms_late = sub.student_name, sub.lms_late
@@ -668,7 +685,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
                                        scanned): sub for sub in todo}
                 for future in as_completed(futures):
                     keep(future.result())  # GradingError (a leak, a broken course) stops the batch loudly
-        final = [_with_term(results[sub.student], sub, assignment, policy, submitted_at, gradebook) for sub in kept]
+        final = [_with_term(results[sub.student], sub, assignment, due, submitted_at, gradebook) for sub in kept]
     finally:
         if bar is not None:
             bar.close()
@@ -686,15 +703,15 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
                        regrades=moved, regraded=len(before))
 
 
-def _with_term(result: Result, sub: Submission, assignment: Assignment, policy, submitted_at, gradebook) -> Result:
+def _with_term(result: Result, sub: Submission, assignment: Assignment, due, submitted_at, gradebook) -> Result:
     "The row grades.csv shows: written answers graded by hand added, the late penalty applied."
     ungraded = result.status in ("missing", "invalid")
     lateness = None
-    if policy is not None and not ungraded:
+    if due is not None and not ungraded:
         when, problem = timestamp_beside(sub.path)
         if when is None:
             when = (submitted_at or {}).get(sub.student)
-        lateness = policy.assess(sub.student, when)
+        lateness = due.assess(sub.student, when)
         if problem and when is None:
             result = replace(result, detail="; ".join(p for p in (result.detail, problem) if p))
     manual = gradebook.manual(sub.student) if assignment.manual and not ungraded else None

@@ -187,6 +187,7 @@ class KernelLimits:
     # Without bubblewrap, a grader running as root still starts the kernel as this unprivileged uid
     # (setpriv): Gradescope's containers run everything as root and may not allow bubblewrap.
     unsandboxed_uid: int | None = None
+    hidden_modules: tuple = ()         # modules a sandboxed kernel cannot import: the course's [policy]
 
     def __post_init__(self):
         for name in ("cell_timeout", "submission_timeout", "memory_mb", "max_processes", "max_output_bytes",
@@ -563,6 +564,10 @@ class _Kernel:
             if path == Path(sys.prefix).resolve():
                 for hook in _editable_hooks():
                     argv += ["--ro-bind", "/dev/null", str(hook)]   # mask the instructor's editable install
+        if limits.hidden_modules:
+            # What the library-use policy forbids is not there for the kernel (tinytorch.grading.policy).
+            from tinytorch.grading.policy import bwrap_hiding
+            argv += bwrap_hiding(tuple(limits.hidden_modules))
         # The work folder the kernel sees is memory of a fixed size at the same path, holding the
         # files the grader put there (read-only): whatever it writes cannot fill the grader's disk,
         # and vanishes with the sandbox.
