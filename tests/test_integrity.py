@@ -347,7 +347,8 @@ def test_the_copied_pair_shares_code_and_wrong_values_and_the_summary_shows_both
     assert frozenset(("reference", "correct_other_loop_order")) not in code
     assert report.wrong_values_checked
     assert [(w.a, w.b) for w in report.wrong] == [("integrity_copy_disguised", "integrity_copy_original")]
-    assert {check for check, _, _ in report.wrong[0].records} == {"pooling_layers"}
+    # (every check runs on its own, so the rare average-pooling bug shows in both cells that record it)
+    assert {check for check, _, _ in report.wrong[0].records} == {"avg_pool2d_loops", "pooling_layers"}
     text = summary_section(flagged_batch.work / "submitted", ROOT, flagged_batch.out)
     assert "integrity_copy_disguised ~ integrity_copy_original" in text
     assert "integrity_library_torch: conv2d_loops calls torch.nn.functional.conv2d" in text

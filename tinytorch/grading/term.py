@@ -38,12 +38,6 @@ class Manual:
     graded: int = 0
     waiting: int = 0
 
-    def explain(self) -> str:
-        if not self.waiting:
-            return ""
-        answers = "written answer" if self.waiting == 1 else "written answers"
-        return f"{self.waiting} {answers} ({self.pending:g} points) to grade by hand in the formgrader"
-
 
 def finalise(result, lateness: Lateness | None, manual: Manual | None, ungraded: bool = False):
     """`result` as grades.csv shows it: manual points added, the late penalty taken off, and
@@ -52,7 +46,8 @@ def finalise(result, lateness: Lateness | None, manual: Manual | None, ungraded:
     manual = manual or Manual()
     raw = round(result.score + (0.0 if ungraded else manual.score), 2)
     penalty = 0.0 if ungraded or lateness is None else lateness.penalty(raw, result.max_score)
-    notes = [] if ungraded else [lateness.explain(raw, result.max_score) if lateness else "", manual.explain()]
+    # (written answers still to grade are the needs_manual column and the summary's count, not a reason in detail)
+    notes = [] if ungraded or lateness is None else [lateness.explain(raw, result.max_score)]
     detail = "; ".join([part for part in [result.detail, *notes] if part])
     late = lateness.late_by_hours if lateness is not None and lateness.known else None
     return replace(result, score=round(max(0.0, raw - penalty), 2), raw_score=raw, penalty=round(penalty, 2),
