@@ -44,6 +44,17 @@ class FusedSimpleCNN:
         return self.model.fc(x.flatten(1))
 
 
+def blas_kernels(side: str) -> str:
+    "Which BLAS this side's matrix multiplies run on, and which kernels it picked for this CPU."
+    if side == "torch":
+        import torch
+        return f"torch {torch.__version__} (oneDNN {torch.backends.mkldnn.is_available() and 'on' or 'off'}, CPU capability {torch.backends.cpu.get_cpu_capability()})"
+    from threadpoolctl import threadpool_info
+    blas = [entry for entry in threadpool_info() if entry.get("user_api") == "blas"]
+    return ", ".join(f"{entry['internal_api']} {entry.get('version')} {entry.get('architecture', '')}".strip()
+                     for entry in blas) or "no BLAS found"
+
+
 # CPU time of this (single-threaded) process: on a shared machine, waiting for a core is not our cost
 clock = time.process_time
 
@@ -243,6 +254,7 @@ def main(argv) -> int:
     options = dict(item.split("=", 1) for item in argv[1:] if "=" in item)
     if what == "layers":
         result = ours_layers() if side == "ours" else torch_layers()
+        result["blas"] = blas_kernels(side)
     elif what == "digits":
         result = digits_run(side, int(options.get("epochs", 60)), int(options.get("seed", 0)))
     elif what == "digits-loops":

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['ROWS_MIN_CHANNELS', 'BLOCK_BYTES', 'COPY_IMAGES', 'batch_last', 'batch_first', 'output_size', 'keep_freed_memory',
-           'pad_batch_last', 'window', 'im2col', 'col2im', 'pixel_major', 'image_major', 'padded', 'windows',
-           'line_blocks', 'Im2colConv', 'conv2d_fast', 'same_layout', 'window_max', 'max_pool2d_fast',
-           'avg_pool2d_fast', 'batch_norm2d_fast', 'conv2d_relu_maxpool2_fast']
+           'pad_batch_last', 'window', 'im2col', 'col2im', 'pixel_major', 'image_major', 'copy_in_blocks',
+           'same_layout', 'padded', 'windows', 'line_blocks', 'Im2colConv', 'conv2d_fast', 'window_max',
+           'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast', 'conv2d_relu_maxpool2_fast']
 
 # %% ../../nbs/17_im2col.ipynb #e798fa56
 import numpy as np
@@ -103,6 +103,21 @@ def image_major(array: np.ndarray) -> np.ndarray:
     "(H, W, N, C) view -> (N, C, H, W) view; no copy."
     return array.transpose(2, 3, 0, 1)
 
+def copy_in_blocks(target: np.ndarray, source: np.ndarray, axis: int = 0) -> np.ndarray:
+    "target[...] = source, COPY_IMAGES at a time along `axis`: a copy between memory orders then stays in cache."
+    for start in range(0, target.shape[axis], COPY_IMAGES):
+        part = (slice(None),) * axis + (slice(start, start + COPY_IMAGES),)
+        target[part] = source[part]
+    return target
+
+def same_layout(array: np.ndarray, layout: np.ndarray, axis: int = 0) -> np.ndarray:
+    """`array` with the memory order of `layout` (same shape): itself when the orders already match, else
+    one copy. An elementwise pass over two arrays of different memory orders reads one of them against its
+    grain; copying once first keeps every later pass streaming."""
+    if np.array_equal(np.argsort(array.strides, kind="stable"), np.argsort(layout.strides, kind="stable")):
+        return array
+    return copy_in_blocks(np.empty_like(layout, dtype=array.dtype), array, axis)
+
 def padded(x: np.ndarray, padding: tuple, order: str, value: float = 0.0) -> np.ndarray:
     "(N, C, H, W) view -> a padded copy whose memory runs in `order` (say 'nhwc'), as an (N, C, Hp, Wp) view."
     n, c, h, w = x.shape
@@ -113,8 +128,7 @@ def padded(x: np.ndarray, padding: tuple, order: str, value: float = 0.0) -> np.
         view[:, :, :ph], view[:, :, h + ph:] = value, value
     if pw:
         view[:, :, :, :pw], view[:, :, :, w + pw:] = value, value
-    for start in range(0, n, COPY_IMAGES):
-        view[start:start + COPY_IMAGES, :, ph:ph + h, pw:pw + w] = x[start:start + COPY_IMAGES]
+    copy_in_blocks(view[:, :, ph:ph + h, pw:pw + w], x)
     return view
 
 def windows(xp: np.ndarray, kh: int, kw: int, out_h: int, out_w: int, stride: tuple) -> np.ndarray:
@@ -212,38 +226,34 @@ class Im2colConv:
 
 
 # %% ../../nbs/17_im2col.ipynb #66f3fd61
+def _im2col_conv(x: Tensor, weight: Tensor, bias: "Tensor | None", stride: tuple, padding: tuple) -> Im2colConv:
+    "The Im2colConv of a Tensor convolution, parameters in the input's dtype."
+    dtype = x.dtype
+    return Im2colConv(x.data, weight.data.astype(dtype, copy=False),
+                      None if bias is None else bias.data.astype(dtype, copy=False), stride, padding)
+
 def conv2d_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) * (O, C, kh, kw) -> (N, O, out_h, out_w), by im2col and one matmul per block of lines."
     o, c, kh, kw = weight.shape
     if x.ndim == 4 and x.shape[1] != c:
         raise ValueError(f"conv2d expected input with {c} channels, got shape {x.shape}")
     out_h, out_w = _check_input(x, (kh, kw), stride, padding, "conv2d")
-    dtype = x.dtype
-    conv = Im2colConv(x.data, weight.data.astype(dtype, copy=False),
-                      None if bias is None else bias.data.astype(dtype, copy=False), stride, padding)
+    conv = _im2col_conv(x, weight, bias, stride, padding)
     out = conv.forward()                                                # (out_h·out_w·N, O)
 
     def backward(grad):
-        grad = np.ascontiguousarray(pixel_major(grad)).reshape(-1, o)    # (out_h·out_w·N, O)
-        grad_x, grad_weight, grad_bias = conv.backward(grad, x.requires_grad)
+        grad = pixel_major(same_layout(grad, out))                      # (out_h, out_w, N, O), contiguous
+        grad_x, grad_weight, grad_bias = conv.backward(grad.reshape(-1, o), x.requires_grad)
+        if grad_x is not None:
+            grad_x = same_layout(grad_x, x.data)                         # the input's memory order
         return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
-    out = image_major(out.reshape(out_h, out_w, x.shape[0], o))        # (N, O, out_h, out_w) view
+    out = image_major(out.reshape(out_h, out_w, x.shape[0], o))        # (N, O, out_h, out_w) view of (H, W, N, O)
     return Tensor.from_op(out, parents, backward, "conv2d_fast")
 
 
 # %% ../../nbs/17_im2col.ipynb #05c964d4
-def same_layout(array: np.ndarray, layout: np.ndarray) -> np.ndarray:
-    """`array` with the memory order of `layout` (same shape): itself when they already match, else one copy.
-    An elementwise pass over two arrays of different memory orders reads one of them against its grain;
-    copying once first keeps every later pass streaming."""
-    if array.strides == layout.strides:
-        return array
-    out = np.empty_like(layout, dtype=array.dtype)
-    out[...] = array
-    return out
-
 def window_max(xp: np.ndarray, kh: int, kw: int, out_h: int, out_w: int, stride: tuple) -> tuple:
     """(max, winner) of every kh×kw window of batch-last `xp`: `winner` is the window offset
     (row-major, uint8) of the first maximum, so ties route to one element like PyTorch."""
@@ -273,7 +283,7 @@ def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple
     best, winner = window_max(xp, kh, kw, out_h, out_w, stride)         # (C, out_h, out_w, N) each
 
     def backward(grad):
-        grad = same_layout(batch_last(grad), best)                       # (C, out_h, out_w, N)
+        grad = same_layout(batch_last(grad), best, 3)                     # (C, out_h, out_w, N)
         windows_overlap = stride[0] < kh or stride[1] < kw
         tiled = stride == kernel_size and padding == (0, 0)              # windows side by side, no gaps
         dxp = np.empty_like(xp) if tiled else np.zeros_like(xp)          # (C, Hp, Wp, N)
@@ -307,7 +317,7 @@ def avg_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple
     total /= kh * kw
 
     def backward(grad):
-        share = same_layout(batch_last(grad), total) / (kh * kw)                         # (C, out_h, out_w, N)
+        share = same_layout(batch_last(grad), total, 3) / (kh * kw)                         # (C, out_h, out_w, N)
         dxp = np.zeros_like(xp)                                          # (C, Hp, Wp, N)
         for offset in range(kh * kw):
             window(dxp, *divmod(offset, kw), out_h, out_w, stride)[...] += share
@@ -347,7 +357,7 @@ def batch_norm2d_fast(x: Tensor, gamma: Tensor, beta: Tensor, running_mean: np.n
     out = x_hat * gamma_data[channel] + beta_data[channel]
 
     def backward(grad):
-        grad = same_layout(batch_last(grad), x_hat)                      # (C, H, W, N)
+        grad = same_layout(batch_last(grad), x_hat, 3)                    # (C, H, W, N)
         grad_beta = grad.sum(axis=axes)                                  # (C,)
         grad_gamma = (grad * x_hat).sum(axis=axes)                       # (C,)
         scale = (gamma_data * inv_std)[channel]
@@ -364,35 +374,25 @@ def conv2d_relu_maxpool2_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", 
     "maxpool2×2(relu(conv2d(x, stride 1))) in one op: (N, C, H, W) -> (N, O, out_h // 2, out_w // 2)."
     o, c, kh, kw = weight.shape
     out_h, out_w = _check_input(x, (kh, kw), (1, 1), padding, "conv2d_relu_maxpool2")
-    n, _, h, w = x.shape
+    n = x.shape[0]
     pool_h, pool_w = out_h // 2, out_w // 2
-    xp = pad_batch_last(batch_last(x.data), padding)                   # (C, Hp, Wp, N)
-    cols = im2col(xp, kh, kw, out_h, out_w, (1, 1))                     # (C·kh·kw, out_h·out_w·N)
-    weight_matrix = weight.data.astype(x.dtype, copy=False).reshape(o, c * kh * kw)
-    activation = weight_matrix @ cols                                   # (O, out_h·out_w·N)
-    if bias is not None:
-        activation += bias.data.astype(x.dtype, copy=False)[:, None]
+    conv = _im2col_conv(x, weight, bias, (1, 1), padding)
+    activation = conv.forward()                                         # (out_h·out_w·N, O)
     np.maximum(activation, 0, out=activation)                           # ReLU in place
-    activation = activation.reshape(o, out_h, out_w, n)                 # (O, out_h, out_w, N)
-    best, winner = window_max(activation, 2, 2, pool_h, pool_w, (2, 2))  # (O, pool_h, pool_w, N) each
+    as_batch_last = lambda a: batch_last(image_major(a.reshape(out_h, out_w, n, o)))   # (O, out_h, out_w, N) view
+    best, winner = window_max(as_batch_last(activation), 2, 2, pool_h, pool_w, (2, 2))  # (O, pool_h, pool_w, N) each
 
     def backward(grad):
-        grad = batch_last(grad)                                          # (O, pool_h, pool_w, N)
+        grad = same_layout(batch_last(grad), best, 3)                    # (O, pool_h, pool_w, N)
         # a winner that ReLU clipped to 0 passes no gradient, exactly as relu's mask would
         routed = grad * (best > 0)
-        grad_activation = np.zeros_like(activation)                      # (O, out_h, out_w, N)
+        grad_activation = np.zeros_like(activation)                      # (out_h·out_w·N, O)
+        target = as_batch_last(grad_activation)
         for offset in range(4):
-            np.multiply(routed, winner == offset, out=window(grad_activation, *divmod(offset, 2), pool_h, pool_w, (2, 2)))
-        grad_activation = grad_activation.reshape(o, out_h * out_w * n)
-        grad_weight = (grad_activation @ cols.T).reshape(o, c, kh, kw)
-        grad_x = None
-        if x.requires_grad:
-            dxp = col2im(weight_matrix.T @ grad_activation, xp.shape, kh, kw, out_h, out_w, (1, 1))
-            ph, pw = padding
-            grad_x = batch_first(dxp[:, ph:ph + h, pw:pw + w])            # (N, C, H, W)
-        if bias is None:
-            return grad_x, grad_weight
-        return grad_x, grad_weight, grad_activation.sum(axis=1)
+            np.multiply(routed, winner == offset, out=window(target, *divmod(offset, 2), pool_h, pool_w, (2, 2)))
+        grad_x, grad_weight, grad_bias = conv.backward(grad_activation, x.requires_grad)
+        return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
     return Tensor.from_op(batch_first(best), parents, backward, "conv2d_relu_maxpool2_fast")
+
