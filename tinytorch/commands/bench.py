@@ -31,10 +31,10 @@ OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 KEEP_OPENBLAS_ENV = False
 
 
-def run_side(root, *arguments) -> dict:
+def run_side(root, *arguments, keep_openblas_env: "bool | None" = None) -> dict:
     "One benchmark side in a fresh single-threaded process; its JSON result."
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    if not KEEP_OPENBLAS_ENV:
+    if not (KEEP_OPENBLAS_ENV if keep_openblas_env is None else keep_openblas_env):
         for variable in OPENBLAS_OVERRIDES:
             env.pop(variable, None)
     result = subprocess.run([sys.executable, str(root / "benchmarks" / "run.py"), *arguments],
