@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['ROWS_MIN_CHANNELS', 'BLOCK_BYTES', 'COPY_IMAGES', 'image_major', 'batch_last', 'batch_first', 'output_size',
            'keep_freed_memory', 'pad_batch_last', 'window', 'im2col', 'col2im', 'pixel_major', 'copy_in_blocks',
-           'same_layout', 'padded', 'windows', 'line_blocks', 'Im2colConv', 'conv2d_fast', 'window_max',
-           'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast', 'conv2d_relu_maxpool2_fast']
+           'memory_order', 'copy_between_layouts', 'same_layout', 'padded', 'windows', 'line_blocks', 'Im2colConv',
+           'conv2d_fast', 'window_max', 'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast',
+           'conv2d_relu_maxpool2_fast']
 
 # %% ../../nbs/17_im2col.ipynb #e798fa56
 import numpy as np
@@ -108,13 +109,34 @@ def copy_in_blocks(target: np.ndarray, source: np.ndarray, axis: int = 0) -> np.
         target[part] = source[part]
     return target
 
-def same_layout(array: np.ndarray, layout: np.ndarray, axis: int = 0) -> np.ndarray:
+def memory_order(array: np.ndarray) -> list:
+    "The axes of `array` from the outermost in memory to the innermost."
+    return [int(axis) for axis in np.argsort(array.strides, kind="stable")[::-1]]
+
+def copy_between_layouts(target: np.ndarray, source: np.ndarray, batch_axis: int = 0) -> np.ndarray:
+    """target[...] = source, in steps that keep a copy between two memory orders streaming: NumPy copies
+    fast when both sides run along the same innermost axis, so first make the target's innermost axis the
+    innermost one (a transpose of small slabs), then move whole runs; a batch axis that is innermost in the
+    target is copied a few images at a time instead, so that each step stays in cache."""
+    inner, order = memory_order(target)[-1], memory_order(source)
+    steps = [axis for axis in order if axis != inner] + [inner]
+    if order[-1] == inner or steps == memory_order(target):
+        target[...] = source
+    elif inner == batch_axis:
+        copy_in_blocks(target, source, batch_axis)
+    else:
+        middle = np.empty([source.shape[axis] for axis in steps], dtype=target.dtype).transpose(np.argsort(steps))
+        middle[...] = source
+        target[...] = middle
+    return target
+
+def same_layout(array: np.ndarray, layout: np.ndarray, batch_axis: int = 0) -> np.ndarray:
     """`array` with the memory order of `layout` (same shape): itself when the orders already match, else
     one copy. An elementwise pass over two arrays of different memory orders reads one of them against its
     grain; copying once first keeps every later pass streaming."""
-    if np.array_equal(np.argsort(array.strides, kind="stable"), np.argsort(layout.strides, kind="stable")):
+    if memory_order(array) == memory_order(layout):
         return array
-    return copy_in_blocks(np.empty_like(layout, dtype=array.dtype), array, axis)
+    return copy_between_layouts(np.empty_like(layout, dtype=array.dtype), array, batch_axis)
 
 def padded(x: np.ndarray, padding: tuple, order: str, value: float = 0.0) -> np.ndarray:
     "(N, C, H, W) view -> a padded copy whose memory runs in `order` (say 'nhwc'), as an (N, C, Hp, Wp) view."
@@ -126,7 +148,7 @@ def padded(x: np.ndarray, padding: tuple, order: str, value: float = 0.0) -> np.
         view[:, :, :ph], view[:, :, h + ph:] = value, value
     if pw:
         view[:, :, :, :pw], view[:, :, :, w + pw:] = value, value
-    copy_in_blocks(view[:, :, ph:ph + h, pw:pw + w], x)
+    copy_between_layouts(view[:, :, ph:ph + h, pw:pw + w], x)
     return view
 
 def windows(xp: np.ndarray, kh: int, kw: int, out_h: int, out_w: int, stride: tuple) -> np.ndarray:
