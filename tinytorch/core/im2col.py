@@ -120,10 +120,10 @@ def copy_between_layouts(target: np.ndarray, source: np.ndarray, batch_axis: int
     target is copied a few images at a time instead, so that each step stays in cache."""
     inner, order = memory_order(target)[-1], memory_order(source)
     steps = [axis for axis in order if axis != inner] + [inner]
-    if order[-1] == inner or steps == memory_order(target):
-        target[...] = source
-    elif inner == batch_axis:
+    if inner == batch_axis and order[-1] != inner:
         copy_in_blocks(target, source, batch_axis)
+    elif order[-1] == inner or steps == memory_order(target):
+        target[...] = source
     else:
         middle = np.empty([source.shape[axis] for axis in steps], dtype=target.dtype).transpose(np.argsort(steps))
         middle[...] = source
@@ -230,7 +230,7 @@ class Im2colConv:
         o, c, kh, kw = self.weight.shape
         (ph, pw), (sh, sw) = self.padding, self.stride
         n = self.per_line // self.out_w
-        per_offset = self.weight.transpose(2, 3, 0, 1)                                 # (kh, kw, O, C)
+        per_offset = np.ascontiguousarray(self.weight.transpose(2, 3, 0, 1))          # (kh, kw, O, C)
         dxp = np.zeros((self.h + 2 * ph, self.w + 2 * pw, n, c), dtype=grad.dtype)    # (Hp, Wp, N, C)
         blocks = line_blocks(self.out_h, self.per_line * (o + c) * grad.itemsize)
         part = np.empty(((blocks[0][1] - blocks[0][0]) * self.per_line, c), dtype=grad.dtype)
