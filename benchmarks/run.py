@@ -44,6 +44,17 @@ class FusedSimpleCNN:
         return self.model.fc(x.flatten(1))
 
 
+def blas_kernels(side: str) -> str:
+    "Which BLAS this side's matrix multiplies run on, and which kernels it picked for this CPU."
+    if side == "torch":
+        import torch
+        return f"torch {torch.__version__} (oneDNN {torch.backends.mkldnn.is_available() and 'on' or 'off'}, CPU capability {torch.backends.cpu.get_cpu_capability()})"
+    from threadpoolctl import threadpool_info
+    blas = [entry for entry in threadpool_info() if entry.get("user_api") == "blas"]
+    return ", ".join(f"{entry['internal_api']} {entry.get('version')} {entry.get('architecture', '')}".strip()
+                     for entry in blas) or "no BLAS found"
+
+
 # CPU time of this (single-threaded) process: on a shared machine, waiting for a core is not our cost
 clock = time.process_time
 
@@ -111,11 +122,18 @@ def ours_layers() -> dict:
     name, shape, small = SIMPLECNN
     rows[FUSED] = {"fast_ms": best_ms(ours_step(FusedSimpleCNN(SimpleCNN(3, 10, 32, impl="fast")), shape, True), 30)}
     rows[name] = {
-        "fast_ms": best_ms(ours_step(SimpleCNN(3, 10, 32, impl="fast"), shape, True), 30),
+        "fast_ms": ours_simplecnn_ms(),
         "loops_small_ms": best_ms(ours_step(SimpleCNN(3, 10, 16, impl="loops"), small, True), 3, warmup=1),
         "fast_small_ms": best_ms(ours_step(SimpleCNN(3, 10, 16, impl="fast"), small, True), 50),
     }
     return rows
+
+
+def ours_simplecnn_ms() -> float:
+    from tinytorch.core.spatial import SimpleCNN
+    from tinytorch.core.tensor import manual_seed
+    manual_seed(0)
+    return best_ms(ours_step(SimpleCNN(3, 10, 32, impl="fast"), SIMPLECNN[1], True), 30)
 
 
 # -- PyTorch -------------------------------------------------------------------------------------
@@ -144,30 +162,43 @@ def same_allocator_settings() -> None:
     keep_freed_memory()
 
 
-def torch_layers() -> dict:
+def torch_setup() -> None:
     import torch
-    import torch.nn as nn
     torch.set_num_threads(1)
     same_allocator_settings()
     torch.manual_seed(0)
 
-    def step_of(model, shape, with_loss):
-        x = torch.randn(shape)
-        labels = torch.randint(0, 10, (shape[0],))
-        upstream = None
 
-        def step():
-            nonlocal upstream
-            model.zero_grad(set_to_none=True)
-            inputs = x.detach().requires_grad_(not with_loss)
-            out = model(inputs)
-            if with_loss:
-                nn.functional.cross_entropy(out, labels).backward()
-            else:
-                if upstream is None:
-                    upstream = torch.randn(out.shape)
-                out.backward(upstream)
-        return step
+def torch_step(model, shape, with_loss: bool):
+    import torch
+    import torch.nn as nn
+    x = torch.randn(shape)
+    labels = torch.randint(0, 10, (shape[0],))
+    upstream = None
+
+    def step():
+        nonlocal upstream
+        model.zero_grad(set_to_none=True)
+        inputs = x.detach().requires_grad_(not with_loss)
+        out = model(inputs)
+        if with_loss:
+            nn.functional.cross_entropy(out, labels).backward()
+        else:
+            if upstream is None:
+                upstream = torch.randn(out.shape)
+            out.backward(upstream)
+    return step
+
+
+def torch_simplecnn_ms() -> float:
+    torch_setup()
+    return best_ms(torch_step(torch_simplecnn(3, 10, 32), SIMPLECNN[1], True), 30)
+
+
+def torch_layers() -> dict:
+    import torch.nn as nn
+    torch_setup()
+    step_of = torch_step
 
     rows = {}
     for name, (kind, *arguments), shape, _ in LAYERS:
@@ -177,8 +208,7 @@ def torch_layers() -> dict:
         else:
             layer = {"maxpool": nn.MaxPool2d, "avgpool": nn.AvgPool2d, "batchnorm": nn.BatchNorm2d}[kind](*arguments)
         rows[name] = {"torch_ms": best_ms(step_of(layer, shape, False), 30)}
-    name, shape, _ = SIMPLECNN
-    rows[name] = {"torch_ms": best_ms(step_of(torch_simplecnn(3, 10, 32), shape, True), 30)}
+    rows[SIMPLECNN[0]] = {"torch_ms": torch_simplecnn_ms()}
     return rows
 
 
@@ -245,13 +275,16 @@ def main(argv) -> int:
     options = dict(item.split("=", 1) for item in argv[1:] if "=" in item)
     if what == "layers":
         result = ours_layers() if side == "ours" else torch_layers()
+        result["blas"] = blas_kernels(side)
+    elif what == "simplecnn":   # the SimpleCNN row alone (Module 17's notebook compares it)
+        result = {"ms": (ours_simplecnn_ms() if side == "ours" else torch_simplecnn_ms()), "blas": blas_kernels(side)}
     elif what == "digits":
         result = digits_run(side, int(options.get("epochs", 60)), int(options.get("seed", 0)))
     elif what == "digits-loops":
         result = digits_loops(int(options.get("epochs", 3)), int(options.get("train_limit", 1437)),
                               int(options.get("seed", 0)))
     else:
-        raise SystemExit(f"unknown benchmark {what!r}: expected layers, digits or digits-loops")
+        raise SystemExit(f"unknown benchmark {what!r}: expected layers, simplecnn, digits or digits-loops")
     print(json.dumps(result))
     return 0
 

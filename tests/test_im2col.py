@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
+from tinytorch.core import im2col as fast_module
 from tinytorch.core.im2col import (avg_pool2d_fast, batch_norm2d_fast, col2im, conv2d_fast,
-                                   conv2d_relu_maxpool2_fast, im2col, max_pool2d_fast, output_size)
+                                   conv2d_relu_maxpool2_fast, im2col, max_pool2d_fast, output_size, same_layout)
 from tinytorch.core.tensor import Tensor
 from torch_compare import assert_close, compare_function_with_torch, geometry
 
@@ -29,6 +30,65 @@ def test_conv2d_fast_matches_torch(case, out_channels, with_bias):
         lambda x, w, *b: conv2d_fast(x, w, b[0] if b else None, stride, padding),
         lambda x, w, *b: F.conv2d(x, w, b[0] if b else None, stride=stride, padding=padding),
         inputs, f"conv2d {shape} k{kernel} s{stride} p{padding}")
+
+
+MEMORY_ORDERS = ("nchw", "nhwc", "hwnc", "chwn")
+
+
+def relayout(array: np.ndarray, order: str) -> np.ndarray:
+    "The same (N, C, H, W) values as a view of memory laid out in `order` (say 'hwnc')."
+    memory = np.ascontiguousarray(array.transpose(["nchw".index(axis) for axis in order]))
+    return memory.transpose([order.index(axis) for axis in "nchw"])
+
+
+def in_memory_order(x: Tensor, order: str) -> Tensor:
+    "x in `order` memory; its gradient passes back unchanged, in that memory order too."
+    return Tensor.from_op(relayout(x.data, order), (x,), lambda grad: (relayout(grad, order),), "in_memory_order")
+
+
+@FAST
+@given(geometry(pool=False, max_size=7, max_batch=3), st.integers(1, 4), st.booleans(),
+       st.sampled_from(MEMORY_ORDERS), st.booleans(), st.booleans())
+def test_conv2d_fast_every_path_matches_torch(case, out_channels, with_bias, order, rows, one_line_blocks):
+    """Both ways of building the im2col matrix (rows copied from channels-last memory, or columns from
+    batch-last memory), blocks of one output line or one block, on inputs of any memory order."""
+    shape, kernel, stride, padding, seed = case
+    rng = np.random.default_rng(seed)
+    inputs = [rng.standard_normal(shape), rng.standard_normal((out_channels, shape[1], *kernel))]
+    inputs += [rng.standard_normal(out_channels)] if with_bias else []
+    saved = fast_module.ROWS_MIN_CHANNELS, fast_module.BLOCK_BYTES
+    fast_module.ROWS_MIN_CHANNELS = 1 if rows else 10**9
+    fast_module.BLOCK_BYTES = 1 if one_line_blocks else saved[1]
+    try:
+        compare_function_with_torch(
+            lambda x, w, *b: conv2d_fast(in_memory_order(x, order), w, b[0] if b else None, stride, padding),
+            lambda x, w, *b: F.conv2d(x, w, b[0] if b else None, stride=stride, padding=padding),
+            inputs, f"conv2d {shape} k{kernel} s{stride} p{padding} {order} rows={rows} one-line={one_line_blocks}")
+    finally:
+        fast_module.ROWS_MIN_CHANNELS, fast_module.BLOCK_BYTES = saved
+
+
+@FAST
+@given(geometry(pool=True, max_size=7, max_batch=3), st.sampled_from(MEMORY_ORDERS), st.sampled_from(MEMORY_ORDERS),
+       st.booleans())
+def test_pools_fast_match_torch_in_any_memory_order(case, order, grad_order, maximum):
+    "The input and the upstream gradient in different memory orders (the backward pass aligns them)."
+    shape, kernel, stride, padding, seed = case
+    x = np.random.default_rng(seed).integers(-1, 2, shape).astype(np.float64)   # ties too
+    ours, theirs = (max_pool2d_fast, F.max_pool2d) if maximum else (avg_pool2d_fast, F.avg_pool2d)
+    compare_function_with_torch(
+        lambda x: in_memory_order(ours(in_memory_order(x, order), kernel, stride, padding), grad_order),
+        lambda x: theirs(x, kernel, stride, padding),
+        [x], f"{ours.__name__} {shape} k{kernel} s{stride} p{padding} {order}/{grad_order}")
+
+
+def test_same_layout_copies_only_when_the_memory_order_differs():
+    layout = np.zeros((6, 3, 4, 5)).transpose(1, 2, 3, 0)                   # (3, 4, 5, 6), last axis outermost
+    matching = np.ones((6, 3, 4, 5)).transpose(1, 2, 3, 0)[:, 1:]            # a strided view in the same order
+    assert same_layout(matching, layout[:, 1:]) is matching
+    other = np.arange(3 * 4 * 5 * 6.0).reshape(3, 4, 5, 6)
+    aligned = same_layout(other, layout, 3)
+    assert np.array_equal(aligned, other) and aligned.strides == layout.strides
 
 
 @FAST
@@ -121,7 +181,7 @@ def test_conv2d_fast_skips_the_input_gradient_when_not_needed():
 
 
 def test_float32_stays_float32_and_layout_is_invisible():
-    """The fast ops return (N, C, H, W) views of batch-last memory; values and shapes must be
+    """The fast ops return (N, C, H, W) views of other memory orders; values and shapes must be
     exactly what an ordinary array would give, and float32 must stay float32."""
     rng = np.random.default_rng(1)
     x = Tensor(rng.standard_normal((4, 3, 8, 8)).astype(np.float32), requires_grad=True)

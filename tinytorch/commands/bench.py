@@ -19,12 +19,24 @@ def register(subparsers) -> None:
     bench.add_argument("--loops-training", action="store_true",
                        help="also train the digits model with impl='loops' (about 3 minutes of CPU)")
     bench.add_argument("--loops-epochs", type=int, default=3)
+    bench.add_argument("--keep-openblas-env", action="store_true",
+                       help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE from the environment (default: unset them "
+                            "in the benchmark processes, so OpenBLAS picks its kernels for this CPU as it does elsewhere)")
     bench.set_defaults(handler=run_bench)
 
 
-def run_side(root, *arguments) -> dict:
+# Some machines set these to force old OpenBLAS builds onto safe kernels (Haswell's AVX2 on an AVX-512
+# CPU, for one); a current NumPy detects the CPU itself, and PyTorch's own kernels ignore them.
+OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+KEEP_OPENBLAS_ENV = False
+
+
+def run_side(root, *arguments, keep_openblas_env: "bool | None" = None) -> dict:
     "One benchmark side in a fresh single-threaded process; its JSON result."
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if not (KEEP_OPENBLAS_ENV if keep_openblas_env is None else keep_openblas_env):
+        for variable in OPENBLAS_OVERRIDES:
+            env.pop(variable, None)
     result = subprocess.run([sys.executable, str(root / "benchmarks" / "run.py"), *arguments],
                             capture_output=True, text=True, env=env, cwd=root)
     if result.returncode != 0:
@@ -37,7 +49,9 @@ def best_of_rounds(root, rounds: int) -> tuple:
     ours, theirs = {}, {}
     for _ in range(max(rounds, 1)):
         for side, best in (("ours", ours), ("torch", theirs)):
-            for name, row in run_side(root, "layers", side).items():
+            result = run_side(root, "layers", side)
+            best["blas"] = result.pop("blas", "unknown")
+            for name, row in result.items():
                 kept = best.setdefault(name, dict(row))
                 for key, value in row.items():
                     kept[key] = min(kept[key], value)
@@ -55,8 +69,8 @@ def layer_table(ours: dict, theirs: dict) -> str:
     header = (f"{'forward+backward':<20} {'input':<14} {'fast ms':>8} {'torch ms':>9} {'fast/torch':>10}   "
               f"{'small input':<12} {'loops ms':>9} {'fast ms':>8} {'loops/fast':>10}")
     lines = [header, "-" * len(header)]
-    order = [name for name in ours if name != FUSED] + [FUSED]   # the extra last, under SimpleCNN
-    for name in (n for n in order if n in ours):
+    order = [name for name in ours if name not in (FUSED, "blas")] + [FUSED]   # the extra last, under SimpleCNN
+    for name in (n for n in order if n in ours and n != "blas"):
         row = ours[name]
         shape, small = shapes[name]
         torch_ms = theirs[name]["torch_ms"]
@@ -76,12 +90,18 @@ def _root():
 
 def run_bench(args) -> int:
     import numpy as np
+    global KEEP_OPENBLAS_ENV
+    KEEP_OPENBLAS_ENV = args.keep_openblas_env
     root = _root()
     print("tito bench: float32, one thread, each side in its own process; times are CPU time of that process\n"
           "(best of repeated runs), so that other work on a shared machine does not count\n")
     if not args.skip_layers:
         ours, theirs = best_of_rounds(root, args.rounds)
         print(layer_table(ours, theirs))
+        kept = {variable: os.environ[variable] for variable in OPENBLAS_OVERRIDES if variable in os.environ}
+        print(f"(BLAS: ours {ours['blas']}, torch {theirs['blas']}; "
+              + (f"kept {kept} from the environment" if KEEP_OPENBLAS_ENV and kept else
+                 f"unset {kept} for both sides" if kept else "no OpenBLAS overrides set") + ")")
         print("(loops are timed on the small input only; SimpleCNN's small input is 16×16 images)\n")
     if not args.skip_digits:
         from tinytorch.commands.training import DEFAULTS
