@@ -25,7 +25,10 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from tinytorch.grading.mutation import load_equivalent, run_mutants
     root = project_root()
-    report = run_mutants(root / args.notebook, jobs=args.jobs, verdict=args.verdict, points=not args.first_kill)
+    from tinytorch.grading.misconceptions import load as load_misconceptions
+    library = load_misconceptions(root, Path(args.notebook).stem)
+    report = run_mutants(root / args.notebook, jobs=args.jobs, verdict=args.verdict, points=not args.first_kill,
+                         misconceptions=library)
     equivalent = load_equivalent(root / EQUIVALENT_FILE)
     survivors = [m for m in report.survivors() if m.key not in equivalent]
     judged = len(report.outcomes) - (len(report.survivors()) - len(survivors))
@@ -36,6 +39,10 @@ def run(args) -> int:
     if report.mean_lost is not None:
         print(f"a killed mutant loses {report.mean_lost:.0%} of the module's points on average "
               f"(partial credit: each check of a cell scores on its own)")
+    if report.named_share is not None:
+        print(f"{report.named_share:.0%} of the killed mutants get feedback naming a misconception of "
+              f"misconceptions/{Path(args.notebook).stem}.json ({len(library)} known misconceptions); "
+              f"the others are told which check differs")
     for mutant in survivors:
         print(f"  survived  {mutant.key}   (cell {mutant.cell}, line {mutant.line})")
     if score < args.threshold:

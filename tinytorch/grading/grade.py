@@ -97,6 +97,8 @@ class Assignment:
     secrets: dict
     manual: list = field(default_factory=list)   # [(grade_id, points)] of the answers a person grades
     policy: object = None      # the library-use policy (tinytorch.grading.policy.Policy), set by grade_batch
+    misconceptions: list = field(default_factory=list)   # tinytorch.grading.misconceptions.Misconception
+    variants: dict = field(default_factory=dict)         # what each misconception prints: {id: {grade_id: records}}
 
     @property
     def max_score(self) -> float:
@@ -345,6 +347,11 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
     scores = grade_cells(result.notebook, assignment.graded, reference)
     points = {gid: score.points for gid, score in scores.items()}
     messages = {gid: list(score.reasons) for gid, score in scores.items() if score.reasons}
+    if assignment.variants:   # a wrong record a known misconception explains is named by it
+        from tinytorch.grading.misconceptions import name_them
+        for gid, explanations in name_them(reference_records_of(result.notebook), reference, assignment.variants,
+                                           assignment.misconceptions).items():
+            messages[gid] = explanations[:1] + messages.get(gid, [])
     findings, elsewhere = [], []
     if assignment.policy is not None:   # library use: a static scan, then on_use (tinytorch.grading.policy)
         from tinytorch.grading import policy as library
@@ -551,6 +558,10 @@ def prepare_course(out: Path, root: Path, module: str, settings) -> None:
         for name in ("settings.ini", "nbgrader_config.py"):
             if (root / name).exists():
                 shutil.copy(root / name, out / name)
+        library = root / "misconceptions" / f"{module}.json"
+        if library.exists():
+            (out / "misconceptions").mkdir(exist_ok=True)
+            shutil.copy(library, out / "misconceptions" / library.name)
     generate(out, module, settings)
 
 
@@ -632,6 +643,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
                            f"(students there: {', '.join(s.student for s in submissions[:8])}"
                            f"{', …' if len(submissions) > 8 else ''})")
     reference = reference_records(assignment, limits, state)
+    _load_misconceptions(assignment, out, state)
     intake = {sub.student: sub for sub in submissions}
 
     results, todo, before = {}, [], {}
@@ -701,6 +713,16 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
         raise GradingError("secret text found in feedback/:\n  " + "\n  ".join(problems[:40]))
     return BatchReport(final, len(todo), reused, csv_path, out / "feedback", limits.sandbox,
                        regrades=moved, regraded=len(before))
+
+
+def _load_misconceptions(assignment: Assignment, course: Path, state: Path) -> None:
+    "The course's misconception library and what each variant prints (cached by the source's hash)."
+    from tinytorch.grading import misconceptions
+    try:
+        assignment.misconceptions = misconceptions.load(course, assignment.module)
+        assignment.variants = misconceptions.cached_variant_records(assignment, assignment.misconceptions, state)
+    except misconceptions.MisconceptionError as error:
+        raise GradingError(str(error)) from None
 
 
 def _with_term(result: Result, sub: Submission, assignment: Assignment, due, submitted_at, gradebook) -> Result:

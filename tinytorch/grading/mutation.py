@@ -54,6 +54,7 @@ class Outcome:
     killed: bool
     reason: str = ""   # which graded cell failed, and how
     lost: float | None = None   # share of the module's points the mutant loses (when every graded cell was judged)
+    named: bool | None = None   # the feedback names a misconception of the course's library (when one was given)
 
 
 @dataclass
@@ -76,6 +77,12 @@ class Report:
         "Mean share of the points a killed mutant loses, when the points were judged."
         lost = [o.lost for o in self.outcomes if o.killed and o.lost is not None]
         return sum(lost) / len(lost) if lost else None
+
+    @property
+    def named_share(self) -> float | None:
+        "Share of the killed mutants whose wrong records a misconception of the library explains."
+        named = [o.named for o in self.outcomes if o.killed and o.named is not None]
+        return sum(named) / len(named) if named else None
 
 
 # -- finding the solution regions -------------------------------------------------------------
@@ -282,7 +289,8 @@ class _Worker:
     verdict "grader": a graded cell fails when it raises or a record differs (what `tito grade` does).
     verdict "records": asserts are stripped from the graded cells and only missing or different
     records count -- the strength left when a student has disabled every assert."""
-    def __init__(self, notebook: dict, cell_seconds: int, verdict: str = "grader", points: bool = False):
+    def __init__(self, notebook: dict, cell_seconds: int, verdict: str = "grader", points: bool = False,
+                 library: tuple = ()):
         import matplotlib
         import warnings
         matplotlib.use("Agg")
@@ -290,10 +298,12 @@ class _Worker:
         if verdict not in ("grader", "records"):
             raise ValueError(f"verdict must be 'grader' or 'records', got {verdict!r}")
         self.verdict, self.points = verdict, points
+        self.library = library   # (variant records, misconceptions) to tell which mutants the feedback names
         self.cell_seconds = cell_seconds
         self.code_cells = [c for c in notebook["cells"] if c.get("cell_type") == "code"]
         self.namespace = {"__name__": "__main__"}
-        self.graded = []   # (index, source, reference records)
+        self.graded = []   # (index, source, reference records, points)
+        self.graded_ids = []
         for index, cell in enumerate(self.code_cells):
             source = _executable(_source(cell))
             error, printed = _run_cell(source, self.namespace, cell_seconds * 10)
@@ -302,8 +312,20 @@ class _Worker:
             if _is_graded(cell):
                 points = float(cell["metadata"]["nbgrader"].get("points", 0))
                 self.graded.append((index, source, decode_records(printed), points))
+                self.graded_ids.append(cell["metadata"]["nbgrader"].get("grade_id"))
         import matplotlib.pyplot as plt
         plt.close("all")
+
+    def records_with(self, index: int, source: str) -> dict:
+        "{grade_id: {name: Record}} the graded cells print once code cell `index` is replaced by `source`."
+        saved = dict(self.namespace)
+        try:
+            _run_cell(source, self.namespace, self.cell_seconds)
+            return {self.graded_ids[i]: decode_records(_run_cell(graded, self.namespace, self.cell_seconds)[1])
+                    for i, (_, graded, *_) in enumerate(self.graded)}
+        finally:
+            self.namespace.clear()
+            self.namespace.update(saved)
 
     def judge(self, mutant: Mutant) -> Outcome:
         """Killed when a graded cell loses points (or raises, for the grader's verdict). With
@@ -315,10 +337,11 @@ class _Worker:
             error, _ = _run_cell(mutant.source, self.namespace, self.cell_seconds)
             if error:
                 return Outcome(mutant, True, f"the mutated cell itself fails: {error}", 1.0 if self.points else None)
-            first, kept = "", 0.0
-            for index, source, reference, points in self.graded:
+            first, kept, seen = "", 0.0, {}
+            for (index, source, reference, points), gid in zip(self.graded, self.graded_ids):
                 error, printed = _run_cell(source, self.namespace, self.cell_seconds,
                                            asserts=self.verdict == "grader")
+                seen[gid] = decode_records(printed)
                 reason = f"graded cell {index}: {error}" if error and self.verdict == "grader" else ""
                 if not reason:
                     mismatch = _records_match(reference, printed)
@@ -328,7 +351,11 @@ class _Worker:
                     return Outcome(mutant, True, first)
                 kept += _points_kept(reference, printed, points) if self.points else 0.0
             lost = (1.0 - kept / total) if self.points and total else None
-            return Outcome(mutant, bool(first), first, lost)
+            named = None
+            if self.points and self.library:
+                from tinytorch.grading.misconceptions import name_them
+                named = bool(name_them(seen, dict(zip(self.graded_ids, (g[2] for g in self.graded))), *self.library))
+            return Outcome(mutant, bool(first), first, lost, named)
         finally:
             # Put the reference bindings back into the same dict: the functions and classes defined
             # in it look their helpers up in this dict (their __globals__), so it must not be replaced.
@@ -339,10 +366,10 @@ class _Worker:
 _worker = None
 
 
-def _init_worker(notebook, cell_seconds, verdict, points):
+def _init_worker(notebook, cell_seconds, verdict, points, library=()):
     global _worker
     sys.setrecursionlimit(3000)
-    _worker = _Worker(notebook, cell_seconds, verdict, points)
+    _worker = _Worker(notebook, cell_seconds, verdict, points, library)
 
 
 def _judge(mutant):
@@ -353,13 +380,19 @@ def _judge(mutant):
 
 
 def run_mutants(notebook_path: Path, jobs: int = 2, cell_seconds: int = 20, progress: bool = True,
-                verdict: str = "grader", points: bool = False) -> Report:
+                verdict: str = "grader", points: bool = False, misconceptions: list = ()) -> Report:
     """Generate every mutant of `notebook_path` and judge them in `jobs` worker processes
-    (`points`: run every graded cell of each mutant, to report the share of points it loses)."""
+    (`points`: run every graded cell of each mutant, to report the share of points it loses and,
+    given the course's `misconceptions`, whether its feedback would name one)."""
     notebook = json.loads(Path(notebook_path).read_text(encoding="utf-8"))
     mutants = generate_mutants(notebook)
+    library = ()
+    if points and misconceptions:
+        from tinytorch.grading.misconceptions import variant_records
+        library = (variant_records(notebook, misconceptions, cell_seconds), list(misconceptions))
     context = multiprocessing.get_context("fork")
-    with context.Pool(jobs, initializer=_init_worker, initargs=(notebook, cell_seconds, verdict, points)) as pool:
+    with context.Pool(jobs, initializer=_init_worker,
+                      initargs=(notebook, cell_seconds, verdict, points, library)) as pool:
         results = pool.imap(_judge, mutants, chunksize=1)
         if progress:
             from tqdm.auto import tqdm
