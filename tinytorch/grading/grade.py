@@ -643,7 +643,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
                            f"(students there: {', '.join(s.student for s in submissions[:8])}"
                            f"{', …' if len(submissions) > 8 else ''})")
     reference = reference_records(assignment, limits, state)
-    _load_misconceptions(assignment, out, state)
+    load_misconceptions(assignment, out, state)
     intake = {sub.student: sub for sub in submissions}
 
     results, todo, before = {}, [], {}
@@ -715,7 +715,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
                        regrades=moved, regraded=len(before))
 
 
-def _load_misconceptions(assignment: Assignment, course: Path, state: Path) -> None:
+def load_misconceptions(assignment: Assignment, course: Path, state: Path) -> None:
     "The course's misconception library and what each variant prints (cached by the source's hash)."
     from tinytorch.grading import misconceptions
     try:

@@ -137,7 +137,7 @@ def build_autograder(root: Path, out: Path, settings, module: str | None = None)
     """Write Gradescope's autograder zip for `module` of the course at `root` into `out`."""
     import tinytorch
     from tinytorch.grading.executor import sandbox_available
-    from tinytorch.grading.grade import STATE, limits_for, load_assignment, reference_records
+    from tinytorch.grading.grade import STATE, load_misconceptions, limits_for, load_assignment, reference_records
     root, out = Path(root).resolve(), Path(out)
     module = module or settings.modules[0]
     notebook = settings.notebook(module)
@@ -147,10 +147,15 @@ def build_autograder(root: Path, out: Path, settings, module: str | None = None)
             if (root / part / module).is_dir():
                 shutil.copytree(root / part / module, course / part / module)
         shutil.copy(root / "settings.ini", course / "settings.ini")
+        library = root / "misconceptions" / f"{module}.json"
+        if library.exists():
+            (course / "misconceptions").mkdir()
+            shutil.copy(library, course / "misconceptions" / library.name)
         visibility_settings(course / "settings.ini")   # refuse a bad [gradescope] section now, not on Gradescope
         assignment = load_assignment(course, module, notebook)
         available, _ = sandbox_available()
         reference_records(assignment, limits_for(settings, sandbox=available), course / STATE)
+        load_misconceptions(assignment, course, course / STATE)   # what each variant prints, computed here
         files = {f"course/{p.relative_to(course)}": p.read_bytes() for p in sorted(course.rglob("*")) if p.is_file()}
     package = Path(tinytorch.__file__).resolve().parent
     for path in sorted(package.rglob("*")):
@@ -234,7 +239,7 @@ def results_document(result, assignment, visibility: dict, own_text: str) -> dic
 
 def grade_submission(root: Path, work: Path, kernel_uid: int = KERNEL_UID) -> dict:
     from tinytorch.grading.executor import sandbox_available
-    from tinytorch.grading.grade import STATE, grade_one, limits_for, load_assignment, reference_records
+    from tinytorch.grading.grade import STATE, load_misconceptions, grade_one, limits_for, load_assignment, reference_records
     from tinytorch.grading.notebooks import InvalidNotebook, cell_text, read_submission
     from tinytorch.settings import load_settings
     course = root / "source" / "course"
@@ -248,6 +253,7 @@ def grade_submission(root: Path, work: Path, kernel_uid: int = KERNEL_UID) -> di
         limits = replace(limits, unsandboxed_uid=kernel_uid)
     assignment = load_assignment(course, module, notebook)
     reference = reference_records(assignment, limits, course / STATE)
+    load_misconceptions(assignment, course, course / STATE)
     sub = pick_submission(root / "submission", notebook)
     result = grade_one(sub, assignment, reference, limits, work)
     try:

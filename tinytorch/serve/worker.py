@@ -15,7 +15,8 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-from tinytorch.grading.grade import (STATE as GRADE_STATE, GradingError, Result, Submission, atomic_write,
+
+from tinytorch.grading.grade import (STATE as GRADE_STATE, GradingError, Result, Submission, atomic_write, load_misconceptions,
                                      grade_one, grade_remote, load_assignment, reference_records, sandbox_note_for,
                                      write_csv)
 
@@ -30,6 +31,7 @@ class Course:
         self.sandbox_note = sandbox_note_for(limits)
         self.assignment = load_assignment(Path(root), self.module, settings.notebook(self.module))
         self.reference = reference_records(self.assignment, limits, Path(course) / GRADE_STATE)
+        load_misconceptions(self.assignment, Path(root), Path(course) / GRADE_STATE)
 
     def feedback_page(self, attempt_dir: Path, student: str) -> Path:
         return attempt_dir / "feedback" / student / f"{self.module}.html"
