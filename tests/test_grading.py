@@ -66,8 +66,8 @@ def orphan_kernels() -> list:
 def batch(tmp_path_factory):
     work = tmp_path_factory.mktemp("grading")
     submitted = work / "submitted"
-    shutil.copytree(SAMPLES, submitted)
-    before = {p.relative_to(work): sha(p) for p in submitted.rglob("*") if p.is_file()}
+    shutil.copytree(SAMPLES, submitted, symlinks=True)   # the link samples stay links
+    before = {p.relative_to(work): sha(p) for p in submitted.rglob("*") if p.is_file() and not p.is_symlink()}
     course_before = {p: sha(ROOT / p) for p in (Path("source/09_spatial/09_spatial.ipynb"),
                                                 Path("release/09_spatial/09_spatial.ipynb"))}
     out = work / "course"
@@ -85,12 +85,12 @@ def expected() -> dict:
 
 
 def test_every_sample_is_in_the_batch_and_in_the_expectations(batch):
-    students = {p.name for p in SAMPLES.iterdir() if p.is_dir()}
+    students = {p.name for p in SAMPLES.iterdir() if p.is_dir() or p.is_symlink()}
     assert set(batch.rows) == students
     assert set(expected()) == students
 
 
-@pytest.mark.parametrize("student", sorted(p.name for p in SAMPLES.iterdir() if p.is_dir()))
+@pytest.mark.parametrize("student", sorted(p.name for p in SAMPLES.iterdir() if p.is_dir() or p.is_symlink()))
 def test_sample_gets_its_exact_score_status_and_detail(batch, student):
     score, status, detail = expected()[student]
     row = batch.rows[student]
@@ -160,7 +160,7 @@ def test_a_stolen_hidden_test_never_reaches_the_feedback(batch):
 
 
 def test_no_file_outside_the_kernels_folder_changed_and_no_daemon_survived(batch):
-    after = {p.relative_to(batch.work): sha(p) for p in batch.submitted.rglob("*") if p.is_file()}
+    after = {p.relative_to(batch.work): sha(p) for p in batch.submitted.rglob("*") if p.is_file() and not p.is_symlink()}
     assert after == batch.before
     assert {p: sha(ROOT / p) for p in batch.course_before} == batch.course_before
     assert "forged" not in (batch.out / "grades.csv").read_text()
@@ -236,12 +236,22 @@ def test_grading_refuses_without_a_sandbox_unless_told(batch, tmp_path, monkeypa
     assert read_csv(report.csv_path)["ann"]["detail"].startswith("sandbox off; not JSON")
 
 
+def tree_contents(folder: Path) -> dict:
+    "{relative path: bytes} of the files under `folder`, a link standing for where it points (never followed)."
+    contents = {}
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            contents[path.relative_to(folder)] = b"link to " + os.readlink(path).encode()
+        elif path.is_file():
+            contents[path.relative_to(folder)] = path.read_bytes()
+    return contents
+
+
 def test_samples_follow_the_current_notebook(tmp_path):
     "The committed samples are what make_samples.py writes from today's source/ and release/."
     run = subprocess.run([sys.executable, str(ROOT / "tests" / "submissions" / "make_samples.py"), "--out", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
-    fresh = {p.relative_to(tmp_path / "submitted"): p.read_bytes() for p in (tmp_path / "submitted").rglob("*") if p.is_file()}
-    committed = {p.relative_to(SAMPLES): p.read_bytes() for p in SAMPLES.rglob("*") if p.is_file()}
+    fresh, committed = tree_contents(tmp_path / "submitted"), tree_contents(SAMPLES)
     stale = sorted(str(p) for p in set(fresh) | set(committed) if fresh.get(p) != committed.get(p))
     assert not stale, f"regenerate with tests/submissions/make_samples.py: {stale[:5]}"

@@ -157,8 +157,8 @@ def test_feedback_drops_hidden_code_records_tracebacks_and_smuggled_lines_but_ke
     assert find_leaks(page, secret_lines(source), own) == []
     assert "<title>Feedback: 09_spatial, &lt;b&gt;ann&lt;/b&gt;</title>" in page
     # the score table above the notebook: one row per graded cell, with what to look at first
-    assert ('<td style="text-align:left">double_test</td>\n  <td style="text-align:right">0\u00a0/\u00a02</td>\n'
-            '  <td style="text-align:left">double every element</td>') in page
+    assert ('<td style="text-align:left;">double_test</td>\n  <td style="text-align:right;">0\u00a0/\u00a02</td>\n'
+            '  <td style="text-align:left;">double every element</td>') in page
     assert "hello" in page and "double every element" in page and "0 / 2 points" in page
     assert "doubling secret" in page          # the student's own line is theirs to see
     assert "BEGIN SOLUTION" not in page       # their marker words are defused, not a leak

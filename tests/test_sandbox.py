@@ -90,16 +90,21 @@ SPAWN_WITH_MARKER = (
 
 
 def hidden_paths() -> list:
-    "Host paths a submission must not see: the course folder's contents, the instructor's home."
+    """Host paths a submission must not see: the course folder's contents, the instructor's home.
+    HOME is listed once (HIDDEN_PATHS): the suite itself adds ~/.ipython, ~/.jupyter, ~/.local."""
     paths = [ROOT / name for name in ("settings.ini", "pyproject.toml", "nbs", "source", "tinytorch",
                                       "tinytorch/core/spatial.py", "tinytorch/core/im2col.py", "gradebook.db")]
-    home = Path.home()
-    python_home = Path(sys.base_prefix).resolve()
-    for entry in sorted(home.iterdir())[:20]:
-        # Entries on the way to the Python installation stay (as bare folders); all others vanish.
-        if not (python_home == entry or entry in python_home.parents):
+    # The sandbox binds the Python installation and the virtual environment; the folders on the
+    # way to them exist in it (bare), wherever they live (a venv under ~/.cache makes ~/.cache one).
+    bound = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
+    for entry in sorted(Path.home().iterdir())[:20]:
+        real = entry.resolve()
+        if not any(real == path or real in path.parents or entry in path.parents for path in bound):
             paths.append(entry)
     return [str(p) for p in paths if os.path.lexists(p)]   # a check of a missing path proves nothing
+
+
+HIDDEN_PATHS = hidden_paths()
 
 
 CASES = {
@@ -232,7 +237,7 @@ CASES = {
         HONEST]),
     "reads_instructor_files": (ROOMY, [
         "import os\n"
-        f"for path in {hidden_paths()!r}:\n"
+        f"for path in {HIDDEN_PATHS!r}:\n"
         "    print(path, 'VISIBLE' if os.path.lexists(path) else 'hidden')\n"
         f"print('course folder holds', sorted(os.listdir({str(ROOT)!r})) if os.path.isdir({str(ROOT)!r}) else [])",
         HONEST]),
@@ -562,7 +567,7 @@ def test_no_network(batch):
 def test_instructor_files_are_invisible(batch):
     printed = text_of(cells(batch, "reads_instructor_files")[0])
     assert "VISIBLE" not in printed, printed
-    assert printed.count("hidden") == len(hidden_paths())
+    assert [line for line in printed.splitlines() if line.endswith(" hidden")] == [f"{p} hidden" for p in HIDDEN_PATHS]
     assert printed.strip().splitlines()[-1] in ("course folder holds ['.venv']", "course folder holds []")
 
 

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -26,10 +27,11 @@ from pathlib import Path
 import nbformat
 
 from tinytorch.grading import feedback as fb
+from tinytorch.grading import intake
 from tinytorch.grading.executor import KernelLimits, execute_notebook, sandbox_available
 from tinytorch.grading.notebooks import (MARKER_WORDS, InvalidNotebook, cell_text, content_hash, demo_cells,
-                                         file_hash, graded_cells, is_demo, nbgrader_meta, read_submission,
-                                         restore_cells, secret_lines)
+                                         file_hash, grade_id, graded_cells, is_demo, is_graded, nbgrader_meta,
+                                         read_submission, restore_cells, secret_lines)
 from tinytorch.grading.scoring import reference_records_of, score_cells, short
 from tinytorch.grading.record import decode_records, encode_record
 
@@ -38,7 +40,7 @@ STATUSES = ("graded", "timeout", "crashed", "memory", "invalid", "missing")
 
 
 class GradingError(RuntimeError):
-    "The batch cannot be graded (not a student's fault): bad course, failing reference, leak."
+    "The batch cannot be graded (not a student's fault): bad course, failing reference, full disk, busy folder."
 
 
 def atomic_write(path: Path, data, mode: str = "w") -> None:
@@ -62,17 +64,23 @@ class Submission:
     student: str
     path: Path | None          # None: no notebook to grade
     problem: str = ""          # why the path is odd or missing
+    refused: str = ""          # why the file is not read at all (a link out of the submissions folder)
 
     def data(self) -> bytes | None:
-        return self.path.read_bytes() if self.path is not None else None
+        return self.path.read_bytes() if self.path is not None and not self.refused else None
 
     def digest(self) -> str:
         "The content hash of the submitted bytes (\"missing\" without a notebook), read in pieces."
+        if self.refused:
+            return content_hash(f"refused: {self.refused}".encode())   # a link is never read
         return file_hash(self.path) if self.path is not None else "missing"
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path is not None and not self.refused else 0
 
     def oversize(self, max_mb: float) -> str:
         "Why the file is too large to read (empty when it is not)."
-        size = self.path.stat().st_size if self.path is not None else 0
+        size = self.size()
         if size <= max_mb * 2**20:
             return ""
         return (f"the notebook is {size / 2**20:,.0f} MiB, above the {max_mb:g} MiB a submission may be: clear "
@@ -106,10 +114,22 @@ class Result:
     source_hash: str = ""
     seconds: float = 0.0       # wall time of the notebook's execution
     kernel_cpu: float = 0.0    # CPU seconds its kernel(s) used
+    notes: list = field(default_factory=list)   # [kind, text] pairs; `detail` is their texts joined
+    withheld: bool = False     # the feedback page was withheld: it would have shown secret text
+
+    def flag(self, kind: str, text: str) -> None:
+        "Add a note (kept structured in `notes`) and render `detail` again."
+        self.notes.append([kind, text])
+        self.detail = render_detail(self.notes)
 
     def row(self, graded: list) -> list:
         return ([_spreadsheet_safe(self.student), f"{self.score:g}", f"{self.max_score:g}", self.status,
                  _spreadsheet_safe(self.detail)] + [f"{self.cells.get(gid, 0.0):g}" for gid, _ in graded])
+
+
+def render_detail(notes: list) -> str:
+    "The `detail` column: the notes' texts, in order."
+    return "; ".join(text for _, text in notes if text)
 
 
 def _spreadsheet_safe(text: str) -> str:
@@ -162,24 +182,32 @@ def discover(directory: Path, module: str, notebook: str) -> list:
     for entry in sorted(directory.iterdir()):
         if entry.name.startswith("."):
             continue
-        if entry.is_file() and entry.suffix == ".ipynb":
-            found[entry.stem] = Submission(entry.stem, entry)
+        # A link out of the folder is never followed (a link to source/ would be the solution).
+        outside = intake.link_out_of(entry, directory)
+        if entry.suffix == ".ipynb" and (entry.is_file() or entry.is_symlink()):
+            found[entry.stem] = Submission(entry.stem, entry, refused=outside)
+        elif outside and not entry.is_file():
+            found[entry.name] = Submission(entry.name, None, outside)
         elif entry.is_dir():
-            found[entry.name] = _from_student_folder(entry, module, notebook)
+            found[entry.name] = _from_student_folder(entry, module, notebook, directory)
     return [found[name] for name in sorted(found)]
 
 
-def _from_student_folder(folder: Path, module: str, notebook: str) -> Submission:
+def _from_student_folder(folder: Path, module: str, notebook: str, root: Path) -> Submission:
     student = folder.name
     assignment = folder / module
+    outside = intake.link_out_of(assignment, root) if os.path.lexists(assignment) else ""
+    if outside:
+        return Submission(student, None, outside)
     if not assignment.is_dir():
         return Submission(student, None, f"no {module}/ folder in {folder.name}/")
     expected = assignment / notebook
-    if expected.is_file():
-        return Submission(student, expected)
-    others = sorted(p for p in assignment.glob("*.ipynb") if p.is_file())
+    if expected.is_file() or expected.is_symlink():
+        return Submission(student, expected, refused=intake.link_out_of(expected, root))
+    others = sorted(p for p in assignment.glob("*.ipynb") if p.is_file() or p.is_symlink())
     if len(others) == 1:
-        return Submission(student, others[0], f"graded {others[0].name}: expected the file name {notebook}")
+        return Submission(student, others[0], f"graded {others[0].name}: expected the file name {notebook}",
+                          refused=intake.link_out_of(others[0], root))
     if others:
         return Submission(student, None, f"no {notebook}; found {', '.join(p.name for p in others)}")
     return Submission(student, None, f"no {notebook} in {folder.name}/{module}/")
@@ -224,14 +252,17 @@ def _summarise(messages: dict) -> list:
 def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, out: Path,
               sandbox_note: str = "", scanned: set | None = None) -> Result:
     """Grade one submission; writes its autograded notebook and feedback page. Never raises for
-    student faults; a leak raises GradingError; a bug of the grader's own costs only this
-    submission (status crashed, the error named in `detail`, so the instructor sees it).
+    student faults: a page that would leak secret text is withheld (the row says so); a bug of
+    the grader's own costs only this submission (status crashed, the error named in `detail`, so
+    the instructor sees it). A full disk raises DiskFull: no later submission could be written.
     The student's name is added to `scanned` once their page has been scanned for leaks and written."""
     try:
         return _grade_one(sub, assignment, reference, limits, out, sandbox_note, scanned)
-    except GradingError:
+    except (GradingError, intake.DiskFull):
         raise
     except Exception as error:  # noqa: BLE001 - one submission must never stop the class
+        if intake.disk_full(error):
+            raise intake.DiskFull(f"the disk is full ({type(error).__name__}: {short(str(error), 120)})") from error
         import traceback
         traceback.print_exc()
         return Result(student=sub.student, status="crashed", score=0.0, max_score=assignment.max_score,
@@ -244,36 +275,39 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
                sandbox_note: str = "", scanned: set | None = None) -> Result:
     zero = {gid: 0.0 for gid, _ in assignment.graded}
     base = dict(student=sub.student, max_score=assignment.max_score, source_hash=assignment.source_hash)
-    notes = [sandbox_note] if sandbox_note else []
+    notes = [["sandbox", sandbox_note]] if sandbox_note else []
+
+    def ungraded(status: str, why: str, digest: str) -> Result:
+        outcome = Result(status=status, score=0.0, detail="", cells=zero, submission_hash=digest,
+                         notes=notes + [["submission", why]], **base)
+        outcome.detail = render_detail(outcome.notes)
+        _write_ungraded(sub, assignment, outcome, out)
+        return outcome
+
     if sub.path is None:
-        outcome = Result(status="missing", score=0.0, detail="; ".join(notes + [sub.problem]), cells=zero,
-                         submission_hash="missing", **base)
-        _write_ungraded(sub, assignment, outcome, out)
-        return outcome
+        return ungraded("missing", sub.problem, "missing")
     if sub.problem:
-        notes.append(sub.problem)
-    too_large = sub.oversize(limits.max_notebook_mb)
+        notes.append(["submission", sub.problem])
+    if sub.refused:
+        return ungraded("invalid", sub.refused, sub.digest())
+    too_large = sub.oversize(limits.max_notebook_mb) or intake.precheck(
+        sub.path, sub.size(), limits.grader_memory_mb, limits.max_cells, limits.max_nesting)
     if too_large:
-        outcome = Result(status="invalid", score=0.0, detail="; ".join(notes + [too_large]), cells=zero,
-                         submission_hash=sub.digest(), **base)
-        _write_ungraded(sub, assignment, outcome, out)
-        return outcome
+        return ungraded("invalid", too_large, sub.digest())
     data = sub.data()
     digest = content_hash(data)
     try:
-        submission = read_submission(data)
+        submission = read_submission(data, limits.max_cells, limits.max_nesting)
     except InvalidNotebook as error:
-        outcome = Result(status="invalid", score=0.0, detail="; ".join(notes + [str(error)]), cells=zero,
-                         submission_hash=digest, **base)
-        _write_ungraded(sub, assignment, outcome, out)
-        return outcome
+        return ungraded("invalid", str(error), digest)
     restored, flags = restore_cells(submission, assignment.source, assignment.release)
-    workdir = Path(tempfile.mkdtemp(prefix="tito-grade-"))
+    notes += [["restore", flag] for flag in flags]
+    workdir = intake.private_workdir()
     try:
         # Only the student's own bytes go beside the kernel; the restored notebook stays in memory.
+        # The folder is private (0700); a sandboxed kernel reads the file through its own bind mount.
         (workdir / assignment.notebook).write_bytes(data)
-        os.chmod(workdir, 0o777)
-        os.chmod(workdir / assignment.notebook, 0o666)
+        os.chmod(workdir / assignment.notebook, 0o644)
         # Unchanged demo cells (plots, measurements) grade nothing, so they are not run.
         result = execute_notebook(restored, workdir, limits, skip=demo_cells(restored, assignment.source))
     finally:
@@ -282,14 +316,34 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
     status = "graded" if result.status == "ok" else result.status
     if status not in STATUSES:
         status = "crashed"
-    execution = [short(result.detail, 300)] if result.detail else []
-    detail = "; ".join(notes + flags + execution + _summarise(messages))
-    outcome = Result(status=status, score=float(sum(points.values())), detail=detail, cells=points,
-                     submission_hash=digest, seconds=result.seconds, kernel_cpu=result.kernel_cpu, **base)
+    if result.detail:
+        notes.append(["execution", short(result.detail, 300)])
+    if status in ("crashed", "timeout"):
+        notes.append(["kept", kept_points(result, assignment.graded, points)])
+    notes += [["cells", line] for line in _summarise(messages)]
+    outcome = Result(status=status, score=float(sum(points.values())), detail=render_detail(notes), cells=points,
+                     submission_hash=digest, seconds=result.seconds, kernel_cpu=result.kernel_cpu, notes=notes,
+                     **base)
     _write_outputs(sub, assignment, result.notebook, submission, points, messages, outcome, out)
     if scanned is not None:
         scanned.add(sub.student)
     return outcome
+
+
+def kept_points(result, graded: list, points: dict) -> str:
+    """Which graded cells kept their points after a crash or a timeout, and why: for a row whose
+    status and score would otherwise seem to disagree."""
+    cells = result.notebook.cells
+    faults = sorted(set(result.timed_out_cells) | set(result.not_run_cells))
+    hit = [grade_id(cells[i]) for i in faults if is_graded(cells[i]) and grade_id(cells[i])]
+    kept = [gid for gid, _ in graded if points.get(gid, 0) > 0]
+    names = f"all {len(graded)}" if len(kept) == len(graded) else \
+        f"{', '.join(kept) if kept else 'none'} of the {len(graded)}"
+    where = ", ".join(f"cell {i + 1}" for i in faults) or "no cell"
+    text = (f"points kept by {names} graded cells"
+            + (": each ran to its end and matched the reference" if kept else ""))
+    return text + (f"; the fault hit {where}, which grades nothing" if not hit else
+                   f"; the fault hit {where}, so {', '.join(hit)} lost {'its' if len(hit) == 1 else 'their'} points")
 
 
 def _write_ungraded(sub, assignment, outcome, out: Path) -> None:
@@ -316,8 +370,27 @@ def _write_outputs(sub, assignment, executed, submission, points, messages, outc
                                            assignment.graded, header), f"Feedback: {assignment.module}, {sub.student}")
     leaks = fb.find_leaks(page, assignment.secrets, own_text)
     if leaks:
-        raise GradingError(f"feedback for {sub.student} would leak: {'; '.join(leaks[:5])}")
+        withhold_feedback(out, assignment, outcome, leaks)
+        return
     atomic_write(out / "feedback" / sub.student / f"{assignment.module}.html", page)
+
+
+def withhold_feedback(out: Path, assignment, outcome: Result, leaks: list) -> None:
+    """A page that would show secret text costs its student only: it is replaced by a page saying
+    it was withheld, the row is flagged, and the grader says so loudly (naming the lines on the
+    instructor's terminal, never in grades.csv, which may reach students)."""
+    print(f"WARNING: the feedback page of {outcome.student} would have shown secret text, so it is withheld "
+          f"(review autograded/{outcome.student}/): {'; '.join(leaks[:5])}", file=sys.stderr, flush=True)
+    outcome.withheld = True
+    outcome.flag("withheld", f"feedback withheld for the instructor's review: the page would have shown "
+                             f"{len(leaks)} line{'s' if len(leaks) != 1 else ''} of hidden or solution text")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        f"# Feedback: {assignment.module}, {outcome.student}\n\n**Score: {outcome.score:g} / "
+        f"{outcome.max_score:g}** (status: {outcome.status}).\n\nThe detailed page is withheld until your "
+        "instructor has reviewed it.")])
+    nb.cells[0]["id"] = "feedback-0"
+    atomic_write(out / "feedback" / outcome.student / f"{assignment.module}.html",
+                 fb.to_html(nb, f"Feedback: {assignment.module}, {outcome.student}"))
 
 
 # ---------------------------------------------------------------- gradebook, journal, csv
@@ -378,27 +451,35 @@ def write_csv(path: Path, results: list, graded: list) -> None:
 
 
 def scan_feedback(out: Path, assignment: Assignment, submissions: list, scanned=frozenset(),
-                  max_notebook_mb: float = float("inf")) -> list:
-    """Leaks in every feedback page under `out/feedback` (a student's own text does not count),
-    but those of `scanned`: pages this process scanned as it wrote them."""
-    own = {}
-    for sub in submissions:
-        if sub.student in scanned:
-            continue
-        try:
-            readable = sub.path is not None and not sub.oversize(max_notebook_mb)
-            own[sub.student] = "\n".join(cell_text(c) for c in read_submission(sub.data()).cells) if readable else ""
-        except (InvalidNotebook, OSError):
-            own[sub.student] = ""
-    problems = []
+                  limits=None) -> dict:
+    """{student: [problems]} of every feedback page under `out/feedback` (leaks, where a student's
+    own text does not count; or a missing page), but those of `scanned`: pages this process
+    scanned as it wrote them."""
+    own = {sub.student: _own_text(sub, limits) for sub in submissions if sub.student not in scanned}
+    problems = {}
     for student in sorted(own):
         page = out / "feedback" / student / f"{assignment.module}.html"
         if not page.exists():
-            problems.append(f"{page.relative_to(out)}: missing")
+            problems[student] = ["missing"]
             continue
         leaks = fb.find_leaks(page.read_text(encoding="utf-8"), assignment.secrets, own[student])
-        problems += [f"{page.relative_to(out)}: {leak}" for leak in leaks]
+        if leaks:
+            problems[student] = leaks
     return problems
+
+
+def _own_text(sub: Submission, limits=None) -> str:
+    "All the text of the student's cells ('' for a notebook that is not read or cannot be)."
+    if sub.path is None or sub.refused:
+        return ""
+    try:
+        if limits is not None and (sub.oversize(limits.max_notebook_mb) or intake.precheck(
+                sub.path, sub.size(), limits.grader_memory_mb, limits.max_cells, limits.max_nesting)):
+            return ""
+        kw = dict(max_cells=limits.max_cells, max_nesting=limits.max_nesting) if limits is not None else {}
+        return "\n".join(cell_text(c) for c in read_submission(sub.data(), **kw).cells)
+    except (InvalidNotebook, OSError):
+        return ""
 
 
 # ---------------------------------------------------------------- the batch
@@ -454,10 +535,11 @@ def _graded_on_cluster(todo, assignment, reference, limits, out, sandbox_note, s
     "Yield results graded on the Dask cluster at `scheduler`, writing each one's files into `out`."
     from tinytorch.grading.distributed import map_on_cluster
     for sub in todo:
-        if sub.oversize(limits.max_notebook_mb):   # refused without reading it: no need to ship it
+        if sub.refused or sub.oversize(limits.max_notebook_mb):   # refused without reading it: not shipped
             yield grade_one(sub, assignment, reference, limits, out, sandbox_note)
     jobs = [(sub.student, sub.path.name if sub.path else assignment.notebook, sub.problem, sub.data(),
-             assignment, reference, limits, sandbox_note) for sub in todo if not sub.oversize(limits.max_notebook_mb)]
+             assignment, reference, limits, sandbox_note) for sub in todo
+            if not sub.refused and not sub.oversize(limits.max_notebook_mb)]
     for _, (result, files) in map_on_cluster(grade_remote, jobs, scheduler):
         for relative, content in files.items():
             target = (out / relative).resolve()
@@ -469,9 +551,29 @@ def _graded_on_cluster(todo, assignment, reference, limits, out, sandbox_note, s
 
 def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: int = 1,
                 progress: bool = True, module: str | None = None, scheduler: str | None = None) -> BatchReport:
+    """Grade every submission in `directory` into the course folder `out`. One grader at a time
+    per course folder (another gets a GradingError saying so); a full disk ends the run with a
+    plain GradingError (grades.csv stays whole, a rerun goes on where it stopped)."""
+    out = Path(out).resolve()
+    intake.clean_stale_workdirs()
+    try:
+        with intake.course_lock(out / STATE):
+            return _grade_batch(directory, root, out, settings, limits, jobs, progress, module, scheduler)
+    except intake.Busy as error:
+        raise GradingError(str(error)) from None
+    except Exception as error:
+        if isinstance(error, intake.DiskFull) or intake.disk_full(error):
+            raise GradingError(
+                f"the disk holding {out} (or {tempfile.gettempdir()}) is full, so grading stopped: free some "
+                "space and run `tito grade` again; it goes on where it stopped (grades.csv holds the "
+                "submissions graded so far, and was never left half-written)") from None
+        raise
+
+
+def _grade_batch(directory, root, out, settings, limits, jobs, progress, module, scheduler) -> BatchReport:
     module = module or settings.modules[0]
     notebook = settings.notebook(module)
-    root, out = Path(root).resolve(), Path(out).resolve()
+    root = Path(root).resolve()
     sandbox_note = ""
     if limits.sandbox:
         available, why = sandbox_available()
@@ -536,9 +638,17 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
     write_csv(csv_path, [results[s.student] for s in submissions], assignment.graded)
     # Pages reused from an earlier run (perhaps of another source), graded on a cluster, or
     # written for missing and unreadable notebooks are scanned now; the others were at writing.
-    problems = scan_feedback(out, assignment, submissions, scanned, limits.max_notebook_mb)
-    if problems:
-        raise GradingError("secret text found in feedback/:\n  " + "\n  ".join(problems[:40]))
+    problems = scan_feedback(out, assignment, submissions, scanned, limits)
+    missing = [f"feedback/{student}/{assignment.module}.html: missing" for student, found in problems.items()
+               if found == ["missing"]]
+    for student, leaks in problems.items():
+        if leaks != ["missing"] and not results[student].withheld:
+            withhold_feedback(out, assignment, results[student], leaks)
+            atomic_write(journal_path(state, student), json.dumps(asdict(results[student])))
+    if len(missing) < len(problems):
+        write_csv(csv_path, [results[s.student] for s in submissions], assignment.graded)
+    if missing:
+        raise GradingError("feedback pages are missing:\n  " + "\n  ".join(missing[:40]))
     return BatchReport([results[s.student] for s in submissions], len(todo), reused, csv_path,
                        out / "feedback", limits.sandbox)
 

@@ -1,0 +1,162 @@
+"""What `tito grade` does around the grading itself so that a class's hand-ins and a busy
+machine cannot hurt the batch (issue 12): links out of the submissions folder are not followed,
+a notebook too large to read safely is first read by a child process under a memory cap, one
+grader at a time works in a course folder, a full disk is said plainly, and the private copies
+of students' notebooks left by a killed grader are removed on the next run.
+"""
+import errno
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+# A notebook file above this size is read by a child process with a memory cap first: parsing
+# JSON can take ~25 times the file's size (a file of `[{},{},...]`), which is bounded below it.
+PRECHECK_BYTES = 2**20
+WORKDIR_PREFIX = "tito-grade-"
+LOCK_NAME = "grade.lock"
+
+
+class Busy(RuntimeError):
+    "Another `tito grade` holds the course folder."
+
+
+class DiskFull(RuntimeError):
+    "The disk (or quota) filled up while the grader wrote the course folder."
+
+
+# ---------------------------------------------------------------- links
+
+def link_out_of(path: Path, root: Path) -> str:
+    """Why `path`, found under the submissions folder `root`, may not be read: a part of it is a
+    symbolic link that leads out of `root`. Empty when it stays inside (links within are fine)."""
+    path, root = Path(path), Path(root)
+    if path.resolve().is_relative_to(root.resolve()):
+        return ""
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            kind = "folder" if current.is_dir() else "file" if current.exists() else "path that does not exist"
+            return (f"{current.relative_to(root)} is a symbolic link to a {kind} outside the submissions "
+                    "folder; links out of it are never followed")
+    return "it lies outside the submissions folder; links out of it are never followed"
+
+
+# ---------------------------------------------------------------- reading a large notebook safely
+
+_CHECK = """
+import resource, sys
+limit = int(sys.argv[2]) * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    from tinytorch.grading.notebooks import InvalidNotebook, parse_json
+    with open(sys.argv[1], "rb") as handle:
+        parse_json(handle.read(), int(sys.argv[3]), int(sys.argv[4]))
+except MemoryError:
+    sys.exit(3)
+except InvalidNotebook as error:
+    sys.stdout.write(str(error))
+    sys.exit(2)
+"""
+
+
+def precheck(path: Path, size: int, grader_memory_mb: int, max_cells: int, max_nesting: int) -> str:
+    """Why the notebook at `path` may not be read by the grader (empty: it may). Files above
+    PRECHECK_BYTES are parsed first by a child process whose address space is capped at
+    `grader_memory_mb`, so that one submission cannot take the grader's memory."""
+    if size <= PRECHECK_BYTES:
+        return ""
+    run = subprocess.run([sys.executable, "-c", _CHECK, str(path), str(int(grader_memory_mb) + _BASE_MB),
+                          str(max_cells), str(max_nesting)], capture_output=True, text=True)
+    if run.returncode == 0:
+        return ""
+    if run.returncode == 2 and run.stdout:
+        return run.stdout.strip()
+    return (f"reading it would take more than the {grader_memory_mb:,} MiB of the grader's memory a submission "
+            "may use (grader_memory_mb): clear its outputs, save and submit again")
+
+
+_BASE_MB = 200   # what the checking Python itself maps before it reads anything (interpreter, nbformat)
+
+
+# ---------------------------------------------------------------- one grader per course folder
+
+@contextmanager
+def course_lock(state: Path):
+    """Hold `state/grade.lock` (flock) while grading; another grader of the same course folder
+    gets Busy at once, naming the process that holds it."""
+    state = Path(state)
+    state.mkdir(parents=True, exist_ok=True)
+    handle = open(state / LOCK_NAME, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise Busy(f"another `tito grade` ({holder}) is grading this course folder ({state.parent}); "
+                       "wait for it to finish, then run this one again") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()   # releases the lock
+
+
+# ---------------------------------------------------------------- private working copies
+
+def _start_time(pid: int) -> str:
+    "The start time of process `pid` (clock ticks since boot), or '' if there is none."
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def private_workdir() -> Path:
+    """A fresh folder for one submission's files, readable by its owner only (0700): the notebook
+    in it is a student's. Its name carries this process's pid and start time, so that the next
+    run can tell a copy left by a killed grader from one still in use. A sandboxed kernel does
+    not read it through the host folder: bubblewrap binds the file (0644) into the sandbox's own
+    work folder, which only that kernel can see; unsandboxed, the kernel runs as the grader."""
+    pid = os.getpid()
+    return Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{pid}.{_start_time(pid)}-"))
+
+
+def clean_stale_workdirs(tmp: Path | None = None) -> list:
+    "Remove the working copies of graders that no longer run (killed mid-batch); return them."
+    removed = []
+    tmp = Path(tmp or tempfile.gettempdir())
+    for folder in tmp.glob(f"{WORKDIR_PREFIX}*"):
+        owner = folder.name[len(WORKDIR_PREFIX):].split("-", 1)[0]
+        pid, _, started = owner.partition(".")
+        try:
+            mine = folder.is_dir() and not folder.is_symlink() and folder.stat().st_uid == os.geteuid()
+        except OSError:
+            continue
+        if not mine:
+            continue
+        if not pid.isdigit() or not started or _start_time(int(pid)) != started:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+# ---------------------------------------------------------------- a full disk
+
+def disk_full(error: BaseException) -> bool:
+    "Whether `error` (an OSError, or SQLAlchemy's/sqlite's OperationalError) means no space was left."
+    for item in (error, getattr(error, "orig", None), error.__cause__, error.__context__):
+        if isinstance(item, OSError) and item.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if item is not None and type(item).__name__ == "OperationalError" and "full" in str(item).lower():
+            return True
+    return False
