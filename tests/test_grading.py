@@ -152,6 +152,36 @@ def test_feedback_exists_names_the_concept_and_leaks_nothing(batch):
     assert "max_pool2d_loops: 0 / 8 points" in bug_page
 
 
+def test_feedback_pages_run_nothing_a_student_wrote_or_printed(batch):
+    from html.parser import HTMLParser
+    for student in ("hostile_feedback_html", "reference", "link_to_source"):
+        page = (batch.out / "feedback" / student / "09_spatial.html").read_text(encoding="utf-8")
+        tags = []
+
+        class Page(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                tags.append((tag, dict(attrs)))
+        Page().feed(page)
+        names = [tag for tag, _ in tags]
+        assert not {"script", "iframe", "svg", "object", "embed", "details", "form"} & set(names), student
+        assert not [t for t in tags if any(name.startswith("on") for name in t[1])], student
+        assert not [t for t in tags if any("javascript:" in (v or "").lower() for v in t[1].values())], student
+        assert not [t for t in tags if t[0] == "img" and not t[1].get("src", "data:image/").startswith("data:image/")]
+        meta = tags[names.index("head") + 1]
+        assert meta[0] == "meta" and meta[1]["http-equiv"] == "Content-Security-Policy", student
+        assert "script-src 'none'" in meta[1]["content"] and "default-src 'none'" in meta[1]["content"]
+    hostile = (batch.out / "feedback" / "hostile_feedback_html" / "09_spatial.html").read_text(encoding="utf-8")
+    assert "My notes on pooling." in hostile and "&lt;iframe srcdoc=" in hostile   # shown, as inert text
+    assert "pwned-print" in hostile                                                 # the printed line, as text
+
+
+def test_no_copy_of_a_students_notebook_is_left_in_tmp(batch):
+    import tempfile
+    from tinytorch.grading import intake
+    left = list(Path(tempfile.gettempdir()).glob(f"{intake.WORKDIR_PREFIX}{os.getpid()}.*"))
+    assert left == []
+
+
 def test_a_stolen_hidden_test_never_reaches_the_feedback(batch):
     # The cheat printed the hidden checks' source (the autograded copy shows it did) ...
     autograded = (batch.out / "autograded" / "cheat_steal_from_memory" / "09_spatial" / "09_spatial.ipynb").read_text()
@@ -206,8 +236,12 @@ def test_killed_batch_finishes_with_each_submission_graded_once_and_the_same_gra
     os.killpg(first.pid, signal.SIGKILL)   # the grader and everything it started, mid-batch
     first.wait()
     assert len(list(journal.glob("*.json"))) < len(chosen), "the batch finished before it could be killed"
+    import tempfile
+    from tinytorch.grading import intake
     second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr
+    # the killed grader's private copies of students' notebooks are gone after the next run
+    assert list(Path(tempfile.gettempdir()).glob(f"{intake.WORKDIR_PREFIX}{first.pid}.*")) == []
     rows = read_csv(out / "grades.csv")
     with open(out / "grades.csv") as handle:
         assert [line.split(",")[0] for line in handle][1:] == sorted(chosen)

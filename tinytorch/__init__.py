@@ -6,6 +6,7 @@ Modules:
 - `tinytorch.grading.distributed`: Grading beyond one machine: run a per-submission function on a Dask distributed cluster.
 - `tinytorch.grading.feedback`: Feedback a student may read: the executed notebook with hidden tests and mark schemes cleared, every graded cell followed by its score and the concepts it missed, and nothing that quotes hidden code (no tracebacks, no record lines, no line of a hidden test or solution that is not the student's own).
 - `tinytorch.grading.grade`: `tito grade DIR`: grade a class of submissions, one sandboxed kernel each.
+- `tinytorch.grading.intake`: Around the grading: what keeps a class's hand-ins and a busy machine from hurting the batch.
 - `tinytorch.grading.mutation`: Mutation testing of a module's hidden tests.
 - `tinytorch.grading.notebooks`: Notebook surgery the grader needs, in plain Python (no nbgrader import, so workers stay light).
 - `tinytorch.grading.record`: The record protocol between a hidden check and the grader.

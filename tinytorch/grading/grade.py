@@ -119,6 +119,8 @@ class Result:
 
     def flag(self, kind: str, text: str) -> None:
         "Add a note (kept structured in `notes`) and render `detail` again."
+        if not self.notes and self.detail:   # a row from before notes were kept
+            self.notes.append(["detail", self.detail])
         self.notes.append([kind, text])
         self.detail = render_detail(self.notes)
 
@@ -265,10 +267,10 @@ def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, 
             raise intake.DiskFull(f"the disk is full ({type(error).__name__}: {short(str(error), 120)})") from error
         import traceback
         traceback.print_exc()
-        return Result(student=sub.student, status="crashed", score=0.0, max_score=assignment.max_score,
-                      detail=f"internal grading error, tell the instructor: {type(error).__name__}: {short(str(error))}",
+        why = f"internal grading error, tell the instructor: {type(error).__name__}: {short(str(error))}"
+        return Result(student=sub.student, status="crashed", score=0.0, max_score=assignment.max_score, detail=why,
                       cells={gid: 0.0 for gid, _ in assignment.graded}, submission_hash="",
-                      source_hash=assignment.source_hash)
+                      source_hash=assignment.source_hash, notes=[["internal", why]])
 
 
 def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, out: Path,

@@ -1,8 +1,9 @@
-"""What `tito grade` does around the grading itself so that a class's hand-ins and a busy
-machine cannot hurt the batch (issue 12): links out of the submissions folder are not followed,
-a notebook too large to read safely is first read by a child process under a memory cap, one
-grader at a time works in a course folder, a full disk is said plainly, and the private copies
-of students' notebooks left by a killed grader are removed on the next run.
+"""Around the grading: what keeps a class's hand-ins and a busy machine from hurting the batch.
+
+Links out of the submissions folder are not followed; a notebook too large to read safely is
+first read by a child process under a memory cap; one grader at a time works in a course
+folder; a full disk is said plainly; the private copies of students' notebooks that a killed
+grader leaves are removed on the next run (issue 12).
 """
 import errno
 import fcntl
@@ -50,11 +51,13 @@ def link_out_of(path: Path, root: Path) -> str:
 # ---------------------------------------------------------------- reading a large notebook safely
 
 _CHECK = """
-import resource, sys
-limit = int(sys.argv[2]) * 2**20
+import os, resource, sys
+from tinytorch.grading.notebooks import InvalidNotebook, parse_json
+# The cap counts what reading the notebook adds to this interpreter, as it stands now.
+mapped = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+limit = mapped + int(sys.argv[2]) * 2**20
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 try:
-    from tinytorch.grading.notebooks import InvalidNotebook, parse_json
     with open(sys.argv[1], "rb") as handle:
         parse_json(handle.read(), int(sys.argv[3]), int(sys.argv[4]))
 except MemoryError:
@@ -71,17 +74,16 @@ def precheck(path: Path, size: int, grader_memory_mb: int, max_cells: int, max_n
     `grader_memory_mb`, so that one submission cannot take the grader's memory."""
     if size <= PRECHECK_BYTES:
         return ""
-    run = subprocess.run([sys.executable, "-c", _CHECK, str(path), str(int(grader_memory_mb) + _BASE_MB),
+    run = subprocess.run([sys.executable, "-c", _CHECK, str(path), str(int(grader_memory_mb)),
                           str(max_cells), str(max_nesting)], capture_output=True, text=True)
     if run.returncode == 0:
         return ""
     if run.returncode == 2 and run.stdout:
         return run.stdout.strip()
+    if run.returncode != 3:
+        raise RuntimeError(f"the grader's notebook check failed: {run.stderr.strip()[-300:]}")
     return (f"reading it would take more than the {grader_memory_mb:,} MiB of the grader's memory a submission "
             "may use (grader_memory_mb): clear its outputs, save and submit again")
-
-
-_BASE_MB = 200   # what the checking Python itself maps before it reads anything (interpreter, nbformat)
 
 
 # ---------------------------------------------------------------- one grader per course folder

@@ -223,12 +223,15 @@ def restore_cells(submission, source, release=None):
             # early, so that the student's own later cells still define what they define.
             cell, position = _fresh_cell(_stub(gid, reference, release)), earliest_position(out_cells, source, gid)
         out_cells.insert(position, cell)
-    deleted_tests = [gid for gid in missing if is_restored(source_by_id[gid])]
+    deleted_tests = [gid for gid in missing if is_restored(source_by_id[gid]) and is_graded(source_by_id[gid])]
+    deleted_locked = [gid for gid in missing if is_restored(source_by_id[gid]) and not is_graded(source_by_id[gid])]
     deleted_answers = [gid for gid in missing if not is_restored(source_by_id[gid])]
     if edited:
         flags.append("edited test cells restored: " + ", ".join(edited))
     if deleted_tests:
         flags.append("deleted test cells restored: " + ", ".join(deleted_tests))
+    if deleted_locked:
+        flags.append("deleted locked cells restored: " + ", ".join(deleted_locked))
     if deleted_answers:
         flags.append("deleted answer cells put back as stubs: " + ", ".join(deleted_answers))
     if duplicated:
