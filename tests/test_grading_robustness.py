@@ -188,3 +188,35 @@ def test_working_copies_are_private_and_a_killed_graders_are_removed_on_the_next
         assert mine.exists() and mine not in removed    # this grader's own folder is in use
     finally:
         shutil.rmtree(mine, ignore_errors=True)
+
+
+def test_an_archive_is_graded_from_its_regular_files_and_a_link_member_refuses_its_student(course, tmp_path):
+    import stat
+    import zipfile
+    work, flat, out, settings, limits, report = course
+    archive = tmp_path / "class.zip"
+
+    def link(bundle, name, target):
+        info = zipfile.ZipInfo(name)
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        bundle.writestr(info, target)
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.write(flat / "ann.ipynb", "ann.ipynb")
+        link(bundle, "bob.ipynb", str(ROOT / "source" / "09_spatial" / "09_spatial.ipynb"))
+        link(bundle, "cid/09_spatial/09_spatial.ipynb", "../../../../source/09_spatial/09_spatial.ipynb")
+        bundle.writestr("../escaped.ipynb", "{}")
+    course_copy = tmp_path / "course"
+    shutil.copytree(out, course_copy)
+    result = grade_batch(archive, ROOT, course_copy, settings, limits, progress=False)
+    got = {r.student: (r.status, r.detail) for r in result.results}
+    assert got == {
+        "ann": ("invalid", "sandbox off; not JSON (line 3, column 1: Expecting value)"),
+        "bob": ("invalid", "sandbox off; archive member bob.ipynb is a symbolic link; links are never followed, "
+                           "so it was not unpacked"),
+        "cid": ("invalid", "sandbox off; archive member cid/09_spatial/09_spatial.ipynb is a symbolic link; links "
+                           "are never followed, so it was not unpacked")}
+    unpacked = course_copy / grading.STATE / "unpacked" / "class.zip"
+    assert sorted(str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file()) == ["ann.ipynb"]
+    assert not (course_copy / grading.STATE / "unpacked" / "escaped.ipynb").exists()
+    assert not (tmp_path / "escaped.ipynb").exists() and not any(p.is_symlink() for p in unpacked.rglob("*"))
+    assert (unpacked.stat().st_mode & 0o777) == 0o700

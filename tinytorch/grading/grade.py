@@ -18,8 +18,10 @@ import json
 import os
 import shutil
 import sys
+import tarfile
 import tempfile
 import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -172,12 +174,35 @@ def load_assignment(course: Path, module: str, notebook: str) -> Assignment:
 
 # ---------------------------------------------------------------- finding submissions
 
+def discover_submissions(source: Path, module: str, notebook: str, state: Path, max_notebook_mb: float) -> list:
+    """`discover` for a folder, or for a .zip / .tar(.gz) of one (as LMSs hand them out), which is
+    unpacked into the private `state/unpacked/`: its regular files only. A student whose part of the
+    archive held a link (or a member pointing outside it) is refused, saying which member."""
+    if not intake.is_archive(source):
+        return discover(source, module, notebook)
+    dest = Path(state) / "unpacked" / Path(source).name
+    try:
+        refused = intake.unpack(source, dest, int(max_notebook_mb * 2**20))
+    except (zipfile.BadZipFile, tarfile.TarError, OSError) as error:
+        raise GradingError(f"{source} is not an archive that can be read ({type(error).__name__}: {error})") from None
+    found = {sub.student: sub for sub in discover(dest, module, notebook)}
+    for member, why in refused.items():
+        parts = Path(member).parts
+        parts = parts[1:] if parts[:1] == ("submitted",) else parts
+        # Only a member that could be the student's notebook (or a folder on its way) refuses the student.
+        if parts and ".." not in parts and not Path(member).is_absolute() and (
+                member.endswith(".ipynb") or len(parts) <= 2):
+            student = Path(parts[0]).stem if len(parts) == 1 else parts[0]
+            found[student] = Submission(student, dest / member, refused=why)
+    return [found[name] for name in sorted(found)]
+
+
 def discover(directory: Path, module: str, notebook: str) -> list:
     """Submissions in nbgrader's layout (`DIR/<student>/<module>/<notebook>`, or a course folder
     holding `submitted/`) or a flat folder of `<student>.ipynb` files."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise GradingError(f"{directory} is not a folder of submissions")
+        raise GradingError(f"{directory} is not a folder of submissions (nor a .zip, .tar or .tar.gz of one)")
     if (directory / "submitted").is_dir():
         directory = directory / "submitted"
     found = {}
@@ -587,7 +612,7 @@ def _grade_batch(directory, root, out, settings, limits, jobs, progress, module,
     prepare_course(out, root, module, settings)
     assignment = load_assignment(out, module, notebook)
     state = out / STATE
-    submissions = discover(directory, module, notebook)
+    submissions = discover_submissions(directory, module, notebook, state, limits.max_notebook_mb)
     reference = reference_records(assignment, limits, state)
 
     results, todo = {}, []

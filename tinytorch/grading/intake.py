@@ -9,9 +9,12 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,6 +49,62 @@ def link_out_of(path: Path, root: Path) -> str:
             return (f"{current.relative_to(root)} is a symbolic link to a {kind} outside the submissions "
                     "folder; links out of it are never followed")
     return "it lies outside the submissions folder; links out of it are never followed"
+
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+
+
+def is_archive(path: Path) -> bool:
+    return Path(path).is_file() and Path(path).name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def unpack(archive: Path, dest: Path, max_member_bytes: int) -> dict:
+    """Unpack the regular files of a .zip or .tar(.gz) of submissions into `dest` (made private,
+    0700); return {member name: why it was not unpacked}. A member that is a symbolic or hard
+    link, or whose path leaves `dest` (absolute, `..`), is never unpacked, nor one above
+    `max_member_bytes` (a notebook the grader would not read anyway)."""
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(mode=0o700, parents=True)
+    refused = {}
+    for name, kind, size, read in _members(Path(archive)):
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts:
+            refused[name] = f"archive member {name} points outside the archive; it was not unpacked"
+        elif kind == "link":
+            refused[name] = (f"archive member {name} is a symbolic link; links are never followed, so it was "
+                             "not unpacked")
+        elif kind == "dir":
+            (dest / name).mkdir(mode=0o700, parents=True, exist_ok=True)
+        elif kind != "file":
+            refused[name] = f"archive member {name} is not a regular file; it was not unpacked"
+        elif size > max_member_bytes:
+            refused[name] = (f"archive member {name} is {size / 2**20:,.0f} MiB, above the "
+                             f"{max_member_bytes / 2**20:g} MiB a submission may be; it was not unpacked")
+        else:
+            target = dest / name
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with read() as source, open(target, "xb") as out:
+                shutil.copyfileobj(source, out)
+    return refused
+
+
+def _members(archive: Path):
+    "(name, 'file' | 'dir' | 'link' | 'other', size, opener) of every member of a zip or tar archive."
+    if archive.name.lower().endswith(".zip"):
+        with zipfile.ZipFile(archive) as bundle:
+            for info in bundle.infolist():
+                mode = info.external_attr >> 16
+                kind = ("link" if stat.S_ISLNK(mode) else "dir" if info.is_dir() else
+                        "file" if not mode or stat.S_ISREG(mode) else "other")
+                yield info.filename.rstrip("/"), kind, info.file_size, lambda info=info: bundle.open(info)
+        return
+    with tarfile.open(archive) as bundle:
+        for info in bundle:
+            kind = ("link" if info.issym() or info.islnk() else "dir" if info.isdir() else
+                    "file" if info.isreg() else "other")
+            yield info.name.rstrip("/"), kind, info.size, lambda info=info: bundle.extractfile(info)
 
 
 # ---------------------------------------------------------------- reading a large notebook safely
@@ -159,6 +218,6 @@ def disk_full(error: BaseException) -> bool:
     for item in (error, getattr(error, "orig", None), error.__cause__, error.__context__):
         if isinstance(item, OSError) and item.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if item is not None and type(item).__name__ == "OperationalError" and "full" in str(item).lower():
+        if item is not None and type(item).__name__ == "OperationalError" and "disk is full" in str(item).lower():
             return True
     return False
