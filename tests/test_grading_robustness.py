@@ -220,3 +220,21 @@ def test_an_archive_is_graded_from_its_regular_files_and_a_link_member_refuses_i
     assert not (course_copy / grading.STATE / "unpacked" / "escaped.ipynb").exists()
     assert not (tmp_path / "escaped.ipynb").exists() and not any(p.is_symlink() for p in unpacked.rglob("*"))
     assert (unpacked.stat().st_mode & 0o777) == 0o700
+
+
+def test_a_grader_bug_on_one_notebook_costs_that_row_only_and_it_still_gets_a_page(course, tmp_path, monkeypatch):
+    work, flat, out, settings, limits, report = course
+    more = tmp_path / "flat"
+    shutil.copytree(flat, more)
+    shutil.copy(SAMPLES / "empty_notebook" / NOTEBOOK, more / "dan.ipynb")
+    course_copy = tmp_path / "course"
+    shutil.copytree(out, course_copy)
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug of the grader's own")
+    monkeypatch.setattr(grading, "restore_cells", broken)
+    result = grade_batch(more, ROOT, course_copy, settings, limits, progress=False)
+    dan = {r.student: r for r in result.results}["dan"]
+    assert (dan.status, dan.score) == ("crashed", 0.0)
+    assert dan.detail == "internal grading error, tell the instructor: KeyError: \"a bug of the grader's own\""
+    assert "the grader could not grade it" in (course_copy / "feedback" / "dan" / "09_spatial.html").read_text()

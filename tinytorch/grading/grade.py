@@ -293,9 +293,14 @@ def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, 
         import traceback
         traceback.print_exc()
         why = f"internal grading error, tell the instructor: {type(error).__name__}: {short(str(error))}"
-        return Result(student=sub.student, status="crashed", score=0.0, max_score=assignment.max_score, detail=why,
-                      cells={gid: 0.0 for gid, _ in assignment.graded}, submission_hash="",
-                      source_hash=assignment.source_hash, notes=[["internal", why]])
+        outcome = Result(student=sub.student, status="crashed", score=0.0, max_score=assignment.max_score,
+                         detail=why, cells={gid: 0.0 for gid, _ in assignment.graded}, submission_hash="",
+                         source_hash=assignment.source_hash, notes=[["internal", why]])
+        try:   # a page that says so, so that the end-of-run scan finds every student's page
+            _write_ungraded(sub, assignment, outcome, out)
+        except Exception:  # noqa: BLE001 - the row above is what matters
+            traceback.print_exc()
+        return outcome
 
 
 def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, out: Path,
@@ -378,7 +383,8 @@ def _write_ungraded(sub, assignment, outcome, out: Path) -> None:
     stale = out / "autograded" / sub.student / assignment.module
     if stale.exists():
         shutil.rmtree(stale)
-    why = "no notebook was found" if outcome.status == "missing" else "the notebook could not be read"
+    why = {"missing": "no notebook was found", "invalid": "the notebook could not be read"}.get(
+        outcome.status, "the grader could not grade it")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
         f"# Feedback: {assignment.module}, {sub.student}\n\n**Score: 0 / {outcome.max_score:g}** "
         f"(status: {outcome.status}): {why}.\n\n{html.escape(outcome.detail)}")])
