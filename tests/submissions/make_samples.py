@@ -365,7 +365,7 @@ print('<script>document.title="pwned-print"</script>')
 display({'text/html': '<img src=x onerror="document.title=1">', 'image/png': '"><script>alert(1)</script>',
          'text/plain': '<b onmouseover=alert(1)>plain</b>'},
         metadata={'image/png': {'width': '1 onload=alert(1)', 'alt': '"><script>alert(1)</script>'}}, raw=True)"""
-DISPLAY_FLOOD = "from IPython.display import display\nfor i in range(30_000):\n    display(i)"
+DISPLAY_FLOOD = "from IPython.display import display\nfor i in range(6_000):\n    display(i)"
 # Links out of the submissions folder, relative to where they sit in the graded class: the test
 # batch grades a copy of submitted/ beside its course folder (course/source/ holds the solution).
 LINKS = {

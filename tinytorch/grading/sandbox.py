@@ -179,6 +179,17 @@ def _counted_publish(*args, **kwargs):
 
 
 app.shell.display_pub.publish = _counted_publish
+_format = app.shell.display_formatter.format
+
+
+def _counted_format(*args, **kwargs):
+    # Past the cap, display() need not even compute what it would show (nothing is sent).
+    if _shown[0] is not None and _shown[0] <= 0:
+        return {}, {}
+    return _format(*args, **kwargs)
+
+
+app.shell.display_formatter.format = _counted_format
 app.start()
 '''
 _BOOT_NAME = "_tinytorch_kernel.py"
