@@ -535,6 +535,9 @@ class _Kernel:
         self.max_message = 8 * int(limits.max_output_bytes) + 2**20
         for socket in (shell, iopub):
             socket.setsockopt(zmq.MAXMSGSIZE, self.max_message)
+        # Room for every output the kernel forwards (it stops a little past the count cap), so that
+        # none is dropped while this process is busy: the count cut does not depend on the load.
+        iopub.setsockopt(zmq.RCVHWM, max(1000, int(limits.max_outputs) + KERNEL_OUTPUT_COUNT_SLACK + 200))
         for socket, port in ((shell, info["shell_port"]), (iopub, info["iopub_port"])):
             socket.linger = 0
             socket.connect(f"ipc://{info['ip']}-{port}")
