@@ -1004,6 +1004,10 @@ class _Run:
                     self.handle_output(cell, outputs, msg)
             if synced_at is None and not self.kernel.alive():
                 raise _Stopped("crashed", f"{_describe_exit(self.kernel.exit_code())} in {self.name(index)}")
+        if not self.kernel.alive():
+            # The process we started died while the cell ran (unsandboxed: the fork guard, killed
+            # through os.getppid()), even if its answers arrived first: a crash, whatever the timing.
+            raise _Stopped("crashed", f"{_describe_exit(self.kernel.exit_code())} in {self.name(index)}")
         if reply is None:   # ended (the kernel said so) without a reply: count it as failed
             reply = {"content": {"status": "error", "ename": "NoReply", "evalue": "the kernel sent no reply"}}
         failed = reply["content"].get("status") == "error"
