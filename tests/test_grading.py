@@ -69,8 +69,8 @@ def orphan_kernels() -> list:
 def batch(tmp_path_factory):
     work = tmp_path_factory.mktemp("grading")
     submitted = work / "submitted"
-    shutil.copytree(SAMPLES, submitted)
-    before = {p.relative_to(work): sha(p) for p in submitted.rglob("*") if p.is_file()}
+    shutil.copytree(SAMPLES, submitted, symlinks=True)   # the link samples stay links
+    before = {p.relative_to(work): sha(p) for p in submitted.rglob("*") if p.is_file() and not p.is_symlink()}
     course_before = {p: sha(ROOT / p) for p in (Path("source/09_spatial/09_spatial.ipynb"),
                                                 Path("release/09_spatial/09_spatial.ipynb"))}
     out = work / "course"
@@ -88,12 +88,12 @@ def expected() -> dict:
 
 
 def test_every_sample_is_in_the_batch_and_in_the_expectations(batch):
-    students = {p.name for p in SAMPLES.iterdir() if p.is_dir()}
+    students = {p.name for p in SAMPLES.iterdir() if p.is_dir() or p.is_symlink()}
     assert set(batch.rows) == students
     assert set(expected()) == students
 
 
-@pytest.mark.parametrize("student", sorted(p.name for p in SAMPLES.iterdir() if p.is_dir()))
+@pytest.mark.parametrize("student", sorted(p.name for p in SAMPLES.iterdir() if p.is_dir() or p.is_symlink()))
 def test_sample_gets_its_exact_score_status_and_detail(batch, student):
     score, status, detail = expected()[student]
     row = batch.rows[student]
@@ -155,6 +155,36 @@ def test_feedback_exists_names_the_concept_and_leaks_nothing(batch):
     assert "max_pool2d_loops: 0 / 8 points" in bug_page
 
 
+def test_feedback_pages_run_nothing_a_student_wrote_or_printed(batch):
+    from html.parser import HTMLParser
+    for student in ("hostile_feedback_html", "reference", "link_to_source"):
+        page = (batch.out / "feedback" / student / "09_spatial.html").read_text(encoding="utf-8")
+        tags = []
+
+        class Page(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                tags.append((tag, dict(attrs)))
+        Page().feed(page)
+        names = [tag for tag, _ in tags]
+        assert not {"script", "iframe", "svg", "object", "embed", "details", "form"} & set(names), student
+        assert not [t for t in tags if any(name.startswith("on") for name in t[1])], student
+        assert not [t for t in tags if any("javascript:" in (v or "").lower() for v in t[1].values())], student
+        assert not [t for t in tags if t[0] == "img" and not t[1].get("src", "data:image/").startswith("data:image/")]
+        meta = tags[names.index("head") + 1]
+        assert meta[0] == "meta" and meta[1]["http-equiv"] == "Content-Security-Policy", student
+        assert "script-src 'none'" in meta[1]["content"] and "default-src 'none'" in meta[1]["content"]
+    hostile = (batch.out / "feedback" / "hostile_feedback_html" / "09_spatial.html").read_text(encoding="utf-8")
+    assert "My notes on pooling." in hostile and "&lt;iframe srcdoc=" in hostile   # shown, as inert text
+    assert "pwned-print" in hostile                                                 # the printed line, as text
+
+
+def test_no_copy_of_a_students_notebook_is_left_in_tmp(batch):
+    import tempfile
+    from tinytorch.grading import intake
+    left = list(Path(tempfile.gettempdir()).glob(f"{intake.WORKDIR_PREFIX}{os.getpid()}.*"))
+    assert left == []
+
+
 def test_a_stolen_hidden_test_never_reaches_the_feedback(batch):
     # The cheat printed the hidden checks' source (the autograded copy shows it did) ...
     autograded = (batch.out / "autograded" / "cheat_steal_from_memory" / "09_spatial" / "09_spatial.ipynb").read_text()
@@ -163,7 +193,7 @@ def test_a_stolen_hidden_test_never_reaches_the_feedback(batch):
 
 
 def test_no_file_outside_the_kernels_folder_changed_and_no_daemon_survived(batch):
-    after = {p.relative_to(batch.work): sha(p) for p in batch.submitted.rglob("*") if p.is_file()}
+    after = {p.relative_to(batch.work): sha(p) for p in batch.submitted.rglob("*") if p.is_file() and not p.is_symlink()}
     assert after == batch.before
     assert {p: sha(ROOT / p) for p in batch.course_before} == batch.course_before
     assert "forged" not in (batch.out / "grades.csv").read_text()
@@ -209,8 +239,12 @@ def test_killed_batch_finishes_with_each_submission_graded_once_and_the_same_gra
     os.killpg(first.pid, signal.SIGKILL)   # the grader and everything it started, mid-batch
     first.wait()
     assert len(list(journal.glob("*.json"))) < len(chosen), "the batch finished before it could be killed"
+    import tempfile
+    from tinytorch.grading import intake
     second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr
+    # the killed grader's private copies of students' notebooks are gone after the next run
+    assert list(Path(tempfile.gettempdir()).glob(f"{intake.WORKDIR_PREFIX}{first.pid}.*")) == []
     rows = read_csv(out / "grades.csv")
     with open(out / "grades.csv") as handle:
         assert [line.split(",")[0] for line in handle][1:] == sorted(chosen)
@@ -239,12 +273,22 @@ def test_grading_refuses_without_a_sandbox_unless_told(batch, tmp_path, monkeypa
     assert read_csv(report.csv_path)["ann"]["detail"].startswith("sandbox off; not JSON")
 
 
+def tree_contents(folder: Path) -> dict:
+    "{relative path: bytes} of the files under `folder`, a link standing for where it points (never followed)."
+    contents = {}
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            contents[path.relative_to(folder)] = b"link to " + os.readlink(path).encode()
+        elif path.is_file():
+            contents[path.relative_to(folder)] = path.read_bytes()
+    return contents
+
+
 def test_samples_follow_the_current_notebook(tmp_path):
     "The committed samples are what make_samples.py writes from today's source/ and release/."
     run = subprocess.run([sys.executable, str(ROOT / "tests" / "submissions" / "make_samples.py"), "--out", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
-    fresh = {p.relative_to(tmp_path / "submitted"): p.read_bytes() for p in (tmp_path / "submitted").rglob("*") if p.is_file()}
-    committed = {p.relative_to(SAMPLES): p.read_bytes() for p in SAMPLES.rglob("*") if p.is_file()}
+    fresh, committed = tree_contents(tmp_path / "submitted"), tree_contents(SAMPLES)
     stale = sorted(str(p) for p in set(fresh) | set(committed) if fresh.get(p) != committed.get(p))
     assert not stale, f"regenerate with tests/submissions/make_samples.py: {stale[:5]}"

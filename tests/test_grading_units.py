@@ -158,8 +158,8 @@ def test_feedback_drops_hidden_code_records_tracebacks_and_smuggled_lines_but_ke
     assert find_leaks(page, secret_lines(source), own) == []
     assert "<title>Feedback: 09_spatial, &lt;b&gt;ann&lt;/b&gt;</title>" in page
     # the score table above the notebook: one row per graded cell, with what to look at first
-    assert ('<td style="text-align:left">double_test</td>\n  <td style="text-align:right">0\u00a0/\u00a02</td>\n'
-            '  <td style="text-align:left">double every element</td>') in page
+    assert ('<td style="text-align:left;">double_test</td>\n  <td style="text-align:right;">0\u00a0/\u00a02</td>\n'
+            '  <td style="text-align:left;">double every element</td>') in page
     assert "hello" in page and "double every element" in page and "0 / 2 points" in page
     assert "doubling secret" in page          # the student's own line is theirs to see
     assert "BEGIN SOLUTION" not in page       # their marker words are defused, not a leak
@@ -257,3 +257,80 @@ def test_tito_grade_refuses_a_limit_that_is_not_a_positive_number(option, value,
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert f"argument {option}: expected a positive whole number, got '{value}'" in result.stderr
+
+
+# ---------------------------------------------------------------- issue 12: deleted cells, shapes, encodings
+
+def test_a_deleted_answer_cell_comes_back_as_the_stub_never_the_solution():
+    source, release = source_notebook(), student_version(source_notebook())
+    submission = copy.deepcopy(release)
+    del submission.cells[1]
+    restored, flags = restore_cells(read_submission(as_bytes(submission)), source, release)
+    assert [grade_id(c) for c in restored.cells] == ["imports", "double_impl", "double_test", "essay"]
+    assert restored.cells[1].source == release.cells[1].source
+    assert "doubling secret" not in "".join(c.source for c in restored.cells)
+    assert flags == ["deleted answer cells put back as stubs: double_impl"]
+    empty, flags = restore_cells(read_submission(as_bytes(nbformat.v4.new_notebook())), source, release)
+    assert [c.source for c in empty.cells[:2]] == ["import numpy as np", release.cells[1].source]
+    assert "doubling secret" not in "".join(c.source for c in empty.cells)
+
+
+def test_a_restored_test_sees_every_cell_the_intact_test_would_have_seen():
+    source, release = source_notebook(), student_version(source_notebook())
+    submission = copy.deepcopy(release)
+    submission.cells[1].source = "def double(x):\n    return x * 2"
+    wrong = nbformat.v4.new_code_cell("def double(x):\n    return x * 3   # my later, wrong version")
+    mine = nbformat.v4.new_code_cell("print('notes')")
+    submission.cells[2:3] = [wrong, mine]    # the test deleted, two cells of the student's where it stood
+    restored, _ = restore_cells(read_submission(as_bytes(submission)), source, release)
+    order = [grade_id(c) or c.source.splitlines()[0] for c in restored.cells]
+    assert order == ["imports", "double_impl", "def double(x):", "print('notes')", "double_test", "essay"]
+    # a stub is put back early instead: the student's own later cells keep the last word
+    submission = copy.deepcopy(release)
+    submission.cells[1:2] = [nbformat.v4.new_code_cell("def double(x):\n    return x * 2")]
+    restored, _ = restore_cells(read_submission(as_bytes(submission)), source, release)
+    assert [grade_id(c) for c in restored.cells] == ["imports", "double_impl", None, "double_test", "essay"]
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"[" * 200_000 + b"]" * 200_000, "nests lists or objects far deeper than the 64 levels"),
+    (b'{"cells": [], "nbformat": 4, "metadata": {"x": ' + b"[" * 68 + b"]" * 68 + b"}}",
+     "nests lists or objects 70 levels deep, more than the 64"),
+    (json.dumps({"cells": [{"cell_type": "raw", "source": "", "metadata": {}}] * 2001, "nbformat": 4,
+                 "metadata": {}}).encode(), "it has 2,001 cells, more than the 2,000"),
+])
+def test_shapes_a_grader_cannot_handle_are_invalid_with_a_reason(data, reason):
+    with pytest.raises(InvalidNotebook, match=reason):
+        read_submission(data)
+
+
+def test_a_byte_order_mark_is_read():
+    nb = read_submission(b"\xef\xbb\xbf" + as_bytes(source_notebook()))
+    assert grade_id(nb.cells[0]) == "imports"
+
+
+def test_feedback_is_inert_whatever_the_student_wrote():
+    from html.parser import HTMLParser
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Notes\n<iframe srcdoc='<script>alert(1)</script>'></iframe>"
+                                      "<img src=x onerror=alert(1)><details open ontoggle=alert(1)>x</details>"
+                                      "<svg onload=alert(1)><script>alert(1)</script></svg>"
+                                      "[a](javascript:alert(1)) <a href='javascript:alert(1)'>b</a>"),
+        nbformat.v4.new_code_cell("x = '<script>alert(1)</script>'")])
+    for index, cell in enumerate(nb.cells):
+        cell["id"] = f"c{index}"
+    tags = []
+
+    class Page(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            tags.append((tag, dict(attrs)))
+    page = to_html(nb, "Feedback")
+    Page().feed(page)
+    names = [tag for tag, _ in tags]
+    assert not {"script", "iframe", "svg", "object", "embed", "details"} & set(names), names
+    assert not [(tag, attrs) for tag, attrs in tags if any(name.startswith("on") for name in attrs)]
+    assert not [attrs for _, attrs in tags if any("javascript:" in (v or "").lower() for v in attrs.values())]
+    csp = [attrs["content"] for tag, attrs in tags if tag == "meta" and attrs.get("http-equiv") ==
+           "Content-Security-Policy"]
+    assert names.index("meta") == names.index("head") + 1 and csp and "script-src 'none'" in csp[0]
+    assert "&lt;iframe srcdoc" in page   # shown as the text it is

@@ -17,8 +17,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from tinytorch.grading import sandbox
-from tinytorch.grading.sandbox import (ExecutionResult, KernelLimits, SandboxUnavailable, execute_notebook,
-                                       sandbox_available)
+from tinytorch.grading.sandbox import (OUTPUT_OVERHEAD, ExecutionResult, KernelLimits, SandboxUnavailable,
+                                       execute_notebook, sandbox_available)
 from tinytorch.paths import project_root
 
 ROOT = project_root(Path(__file__).parent)
@@ -90,16 +90,21 @@ SPAWN_WITH_MARKER = (
 
 
 def hidden_paths() -> list:
-    "Host paths a submission must not see: the course folder's contents, the instructor's home."
+    """Host paths a submission must not see: the course folder's contents, the instructor's home.
+    HOME is listed once (HIDDEN_PATHS): the suite itself adds ~/.ipython, ~/.jupyter, ~/.local."""
     paths = [ROOT / name for name in ("settings.ini", "pyproject.toml", "nbs", "source", "tinytorch",
                                       "tinytorch/core/spatial.py", "tinytorch/core/im2col.py", "gradebook.db")]
-    home = Path.home()
-    python_home = Path(sys.base_prefix).resolve()
-    for entry in sorted(home.iterdir())[:20]:
-        # Entries on the way to the Python installation stay (as bare folders); all others vanish.
-        if not (python_home == entry or entry in python_home.parents):
+    # The sandbox binds the Python installation and the virtual environment; the folders on the
+    # way to them exist in it (bare), wherever they live (a venv under ~/.cache makes ~/.cache one).
+    bound = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
+    for entry in sorted(Path.home().iterdir())[:20]:
+        real = entry.resolve()
+        if not any(real == path or real in path.parents or entry in path.parents for path in bound):
             paths.append(entry)
     return [str(p) for p in paths if os.path.lexists(p)]   # a check of a missing path proves nothing
+
+
+HIDDEN_PATHS = hidden_paths()
 
 
 CASES = {
@@ -232,7 +237,7 @@ CASES = {
         HONEST]),
     "reads_instructor_files": (ROOMY, [
         "import os\n"
-        f"for path in {hidden_paths()!r}:\n"
+        f"for path in {HIDDEN_PATHS!r}:\n"
         "    print(path, 'VISIBLE' if os.path.lexists(path) else 'hidden')\n"
         f"print('course folder holds', sorted(os.listdir({str(ROOT)!r})) if os.path.isdir({str(ROOT)!r}) else [])",
         HONEST]),
@@ -497,7 +502,8 @@ def test_flood_of_output_is_capped_and_the_rest_runs(batch):
     assert result.output_truncated
     assert "output cut after 200,000 bytes" in result.detail
     kept = sum(len(text_of(cell).encode()) for cell in cells(batch, "prints_100mb"))
-    assert FAST.max_output_bytes <= kept < FAST.max_output_bytes + 1000
+    # each output counts OUTPUT_OVERHEAD bytes besides its text (a flood of tiny outputs is capped too)
+    assert FAST.max_output_bytes - 50 * OUTPUT_OVERHEAD <= kept < FAST.max_output_bytes + 1000
     assert "[output cut: this submission printed more than 200,000 bytes" in text_of(cells(batch, "prints_100mb")[0])
     assert honest_cell_ran(last)
     assert result.status == "ok"
@@ -562,7 +568,7 @@ def test_no_network(batch):
 def test_instructor_files_are_invisible(batch):
     printed = text_of(cells(batch, "reads_instructor_files")[0])
     assert "VISIBLE" not in printed, printed
-    assert printed.count("hidden") == len(hidden_paths())
+    assert [line for line in printed.splitlines() if line.endswith(" hidden")] == [f"{p} hidden" for p in HIDDEN_PATHS]
     assert printed.strip().splitlines()[-1] in ("course folder holds ['.venv']", "course folder holds []")
 
 

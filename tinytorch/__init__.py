@@ -9,7 +9,9 @@ Modules:
 - `tinytorch.grading.feedback`: Feedback a student may read: the executed notebook with hidden tests and mark schemes cleared, every graded cell followed by its score and the concepts it missed, and nothing that quotes hidden code (no tracebacks, no record lines, no line of a hidden test or solution that is not the student's own).
 - `tinytorch.grading.grade`: `tito grade DIR`: grade a class of submissions, one sandboxed kernel each.
 - `tinytorch.grading.gradescope`: Gradescope's autograder, with the course's own checks.
+- `tinytorch.grading.intake`: Around the grading: what keeps a class's hand-ins and a busy machine from hurting the batch.
 - `tinytorch.grading.lms`: Into and out of the systems a course already uses.
+- `tinytorch.grading.misconceptions`: Feedback that names the misconception: a library of the wrong loops students really write.
 - `tinytorch.grading.mutation`: Mutation testing of a module's hidden tests.
 - `tinytorch.grading.notebooks`: Notebook surgery the grader needs, in plain Python (no nbgrader import, so workers stay light).
 - `tinytorch.grading.policy`: The course's library-use policy (settings.ini `[policy]`): what the graded loop functions may not use.

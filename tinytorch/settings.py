@@ -16,6 +16,10 @@ class CourseSettings:
     max_processes: int
     max_output_bytes: int
     max_notebook_mb: int
+    max_outputs: int
+    max_cells: int
+    max_nesting: int
+    grader_memory_mb: int
     sandbox: bool
     jobs: int
 
@@ -52,6 +56,10 @@ def load_settings(root: Path) -> CourseSettings:
             max_processes=required(grading.getint, "max_processes"),
             max_output_bytes=required(grading.getint, "max_output_bytes"),
             max_notebook_mb=required(grading.getint, "max_notebook_mb"),
+            max_outputs=required(grading.getint, "max_outputs"),
+            max_cells=required(grading.getint, "max_cells"),
+            max_nesting=required(grading.getint, "max_nesting"),
+            grader_memory_mb=required(grading.getint, "grader_memory_mb"),
             sandbox=required(grading.getboolean, "sandbox"),
             jobs=required(grading.getint, "jobs"),
         )

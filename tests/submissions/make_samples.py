@@ -292,6 +292,7 @@ def all_samples(source_nb: dict, release_nb: dict) -> dict:
     samples.update(liar_samples(bug))
     samples.update(steal_samples(bug))
     samples.update(integrity_samples(ref))   # the block at the end of this file
+    samples.update(robustness_samples(ref, bug, release_nb))   # issue 12, below
     return samples
 
 
@@ -345,6 +346,108 @@ def write(out: Path, samples: dict) -> None:
         json.dumps(samples["reference"], indent=1, sort_keys=True) + "\n", encoding="utf-8")
     (submitted / "missing_notebook" / MODULE).mkdir(parents=True)
     (submitted / "missing_notebook" / MODULE / "notes.txt").write_text("I forgot to upload my notebook.\n")
+    write_robustness_files(submitted, samples)   # issue 12, below
+
+
+# ---------------------------------------------------------------- issue 12: what a class hands in
+# Deleted cells, hostile pages, links, odd encodings, floods. Samples of other issues go after this block.
+
+XSS_MARKDOWN = """My notes on pooling.
+
+<iframe srcdoc="<script>parent.document.title='pwned-iframe'</script>"></iframe>
+<img src="x" onerror="document.title='pwned-img'">
+<details open ontoggle="document.title='pwned-details'">click</details>
+<svg><script>document.title='pwned-svg'</script></svg>
+<a href="javascript:document.title='pwned-link'">a link</a> [another](javascript:alert(1))
+<style>body { background: url(javascript:alert(1)) }</style>
+<script>document.title='pwned-script'</script>"""
+XSS_OUTPUT = """from IPython.display import display
+print('<script>document.title="pwned-print"</script>')
+display({'text/html': '<img src=x onerror="document.title=1">', 'image/png': '"><script>alert(1)</script>',
+         'text/plain': '<b onmouseover=alert(1)>plain</b>'},
+        metadata={'image/png': {'width': '1 onload=alert(1)', 'alt': '"><script>alert(1)</script>'}}, raw=True)"""
+DISPLAY_FLOOD = "from IPython.display import display\nfor i in range(6_000):\n    display(i)"
+# Links out of the submissions folder, relative to where they sit in the graded class: the test
+# batch grades a copy of submitted/ beside its course folder (course/source/ holds the solution).
+LINKS = {
+    "link_to_source": (f"{MODULE}/{NOTEBOOK}", f"../../../course/source/{MODULE}/{NOTEBOOK}"),
+    "link_folder_to_source": (MODULE, f"../../course/source/{MODULE}"),
+}
+WHOLE_FOLDER_LINK = ("link_whole_folder", "../course/source")
+
+
+def markdown_cell(source: str) -> dict:
+    return {"cell_type": "markdown", "metadata": {}, "source": source}
+
+
+def without_cells(nb: dict, drop) -> dict:
+    nb = copy.deepcopy(nb)
+    nb["cells"] = [c for c in nb["cells"] if not drop(c)]
+    return nb
+
+
+def dodging_deleted_tests(ref: dict, bug: dict) -> dict:
+    """Correct code in the answer cell, a wrong redefinition in a cell of the student's own right
+    below it, and every test cell deleted: a test put back right after the answer cell would miss
+    the wrong code that the intact notebook's test sees."""
+    from variants import LOOP_FUNCTIONS
+    name = LOOP_FUNCTIONS[1]
+    nb = copy.deepcopy(ref)
+    answer = find_cell(nb, f"def {name}(")
+    nb["cells"].insert(nb["cells"].index(answer) + 1, code_cell(text(find_cell(bug, f"def {name}("))))
+    return without_cells(nb, lambda c: nbgrader(c).get("grade") and not nbgrader(c).get("solution"))
+
+
+def commented_solution_line(ref: dict) -> dict:
+    "An honest student's comment after a line of the solution: their own text, never a leak."
+    nb = copy.deepcopy(ref)
+    cell = find_cell(nb, "def max_pool2d_loops(")
+    cell["source"] = text(cell).replace("best = -np.inf", "best = -np.inf  # the max of nothing", 1)
+    if "# the max of nothing" not in cell["source"]:
+        raise SampleError("max_pool2d_loops no longer starts from best = -np.inf")
+    return nb
+
+
+def hostile_html(ref: dict) -> dict:
+    "The reference with a markdown cell and outputs that would run script in a careless page."
+    nb = insert_after_first_code(ref, XSS_OUTPUT)
+    nb["cells"].append(markdown_cell(XSS_MARKDOWN))
+    return nb
+
+
+def robustness_samples(ref: dict, bug: dict, release: dict) -> dict:
+    nb_empty = copy.deepcopy(release)
+    nb_empty["cells"] = []
+    return {
+        "empty_notebook": nb_empty,
+        "deleted_answer_cell": without_cells(ref, lambda c: "def max_pool2d_loops(" in text(c)
+                                             and nbgrader(c).get("solution")),
+        "cheat_deleted_tests_dodge": dodging_deleted_tests(ref, bug),
+        "honest_solution_line_commented": commented_solution_line(ref),
+        "hostile_feedback_html": hostile_html(ref),
+        "fault_display_flood": with_fault(ref, DISPLAY_FLOOD, "end"),
+    }
+
+
+def write_robustness_files(submitted: Path, samples: dict) -> None:
+    "Samples about files rather than notebooks: encodings, shapes a reader chokes on, links."
+    import os
+    ref_text = json.dumps(samples["reference"], indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    files = {
+        "honest_utf8_bom": b"\xef\xbb\xbf" + ref_text.encode("utf-8"),
+        "deep_nesting": (b'{"cells": [], "metadata": {"deep": ' + b"[" * 200_000 + b"]" * 200_000
+                         + b'}, "nbformat": 4, "nbformat_minor": 5}\n'),
+        "too_many_cells": json.dumps({"cells": [{"cell_type": "raw", "metadata": {}, "source": ""}] * 2_001,
+                                      "metadata": {}, "nbformat": 4, "nbformat_minor": 5}).encode() + b"\n",
+    }
+    for student, data in files.items():
+        (submitted / student / MODULE).mkdir(parents=True)
+        (submitted / student / MODULE / NOTEBOOK).write_bytes(data)
+    for student, (inside, target) in LINKS.items():
+        link = submitted / student / inside
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, link)
+    os.symlink(WHOLE_FOLDER_LINK[1], submitted / WHOLE_FOLDER_LINK[0])
 
 
 def main(argv=None) -> int:

@@ -100,6 +100,10 @@ def run_grade(args) -> int:
         print(f"histogram of scores: {save_histogram(summarise(report.csv_path), args.histogram)}")
     if report.regraded:
         print(regrade_message(report.regrades, report.regraded))
+    withheld = [r.student for r in report.results if r.withheld]
+    if withheld:
+        print(f"WARNING: feedback withheld for review (it would have shown secret text): {', '.join(withheld)}",
+              file=sys.stderr)
     print(f"graded {report.graded_now}, reused {report.reused} from an earlier run; "
           f"{report.csv_path}; feedback in {report.feedback_dir}/<student>/"
           + ("" if report.sandbox else "  (SANDBOX OFF)"))

@@ -21,13 +21,11 @@ SAFE_MIMES = ("text/plain", "image/png", "image/jpeg")
 _exporter = threading.local()
 
 
-def own_lines(submission_text: str) -> set:
-    "Stripped lines the student wrote (their own text never counts as a leak)."
-    return {line.strip() for line in submission_text.splitlines()}
-
-
-def _forbidden(secrets: dict, own: set) -> list:
-    return sorted({line for lines in secrets.values() for line in lines if line not in own}, key=len, reverse=True)
+def _forbidden(secrets: dict, submission_text: str) -> list:
+    """Secret lines the student did not write themselves: their own text never counts as a leak,
+    even a solution line they wrote with a comment after it (it is in their text, not a line of it)."""
+    return sorted({line for lines in secrets.values() for line in lines if line not in submission_text},
+                  key=len, reverse=True)
 
 
 def _clean_text(text: str, forbidden: list) -> str:
@@ -60,6 +58,8 @@ def _clean_outputs(cell, forbidden: list) -> list:
                     value = output["data"][mime]
                     if mime == "text/plain":
                         value = _clean_text("".join(value) if isinstance(value, list) else str(value), forbidden)
+                    elif not isinstance(value, str) or not BASE64.fullmatch(value):
+                        continue   # an image is base64 text, nothing else
                     data[mime] = value
             if data:
                 outputs.append(nbformat.v4.new_output("display_data", data=data))
@@ -84,7 +84,7 @@ def feedback_notebook(executed, submission_text: str, secrets: dict, points: dic
                       header: str, checks: dict | None = None):
     """The notebook a student is shown. `checks`: {grade_id: [CheckResult]} to list every check of a
     graded cell under it (scoring.grade_cells)."""
-    forbidden = _forbidden(secrets, own_lines(submission_text))
+    forbidden = _forbidden(secrets, submission_text)
     max_points = dict(graded)
     cells = [nbformat.v4.new_markdown_cell(header + "\n\n" + _score_table(points, messages, graded, forbidden))]
     for cell in executed.cells:
@@ -123,10 +123,46 @@ def feedback_notebook(executed, submission_text: str, secrets: dict, points: dic
     return nbformat.from_dict({"nbformat": 4, "nbformat_minor": 5, "metadata": language, "cells": cells})
 
 
+# What a page may hold of the HTML that markdown and highlighted code become: everything else a
+# student wrote (<script>, <iframe srcdoc>, <svg>, <details ontoggle>, on* handlers, javascript:
+# links, <style>) is shown as inert text or dropped, by bleach (a well-kept html5lib-based
+# sanitiser); the page's Content-Security-Policy forbids every script besides.
+PAGE_TAGS = {"a", "abbr", "b", "blockquote", "br", "code", "del", "div", "em", "h1", "h2", "h3", "h4", "h5", "h6",
+             "hr", "i", "img", "li", "ol", "p", "pre", "span", "strong", "sub", "sup", "table", "tbody", "td",
+             "th", "thead", "tr", "ul"}
+PAGE_PROTOCOLS = {"http", "https", "mailto", "data"}
+CSP = ("default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
+       "base-uri 'none'; form-action 'none'; frame-src 'none'; object-src 'none'")
+_cleaner = threading.local()
+TEMPLATE_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.I | re.S)
+BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
+
+
+def _allowed_attribute(tag: str, name: str, value: str) -> bool:
+    if name in ("class", "id", "title"):
+        return True
+    if tag == "a" and name == "href":
+        return not value.strip().lower().startswith("data:")
+    if tag == "img" and name == "src":
+        return bool(re.match(r"\s*data:image/(png|jpeg|gif);base64,", value, re.I))
+    if tag == "img" and name in ("alt", "width", "height"):
+        return True
+    return tag in ("th", "td") and name == "style"
+
+
+def sanitise(text: str) -> str:
+    "HTML of a student's markdown or code, made inert (bleach; one cleaner per thread)."
+    if getattr(_cleaner, "value", None) is None:
+        import bleach
+        from bleach.css_sanitizer import CSSSanitizer
+        _cleaner.value = bleach.Cleaner(tags=PAGE_TAGS, attributes=_allowed_attribute, protocols=PAGE_PROTOCOLS,
+                                        css_sanitizer=CSSSanitizer(allowed_css_properties=["text-align"]))
+    return _cleaner.value.clean(text)
+
+
 @functools.lru_cache(maxsize=8192)
 def _sanitised(text: str) -> str:
-    from nbconvert.filters.strings import clean_html
-    return clean_html(text)
+    return sanitise(text)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -166,7 +202,8 @@ def _make_exporter():
                 notebook_metadata=self._nb_metadata, parent=self, resources=resources))
             return TemplateExporter.from_notebook_node(self, nb, resources, **kw)
 
-    exporter = FeedbackExporter(template_name="classic")
+    # sanitize_html: markdown, raw cells and rich outputs all go through the clean_html filter below.
+    exporter = FeedbackExporter(template_name="classic", sanitize_html=True)
     exporter.register_filter("clean_html", lambda html: _sanitised(str(html)))
     return exporter
 
@@ -176,7 +213,19 @@ def to_html(nb, title: str = "Feedback") -> str:
     if getattr(_exporter, "value", None) is None:
         _exporter.value = _make_exporter()
     body, _ = _exporter.value.from_notebook_node(nb, resources={"metadata": {"name": title}})
-    return body
+    return inert_page(body)
+
+
+def inert_page(body: str) -> str:
+    """The page without the template's scripts (jQuery, require.js, MathJax, mermaid: a feedback
+    page needs none) and with a Content-Security-Policy first in its head, so that no script
+    runs, whatever got in. Every <script> left is the template's: what students wrote was sanitised."""
+    body = TEMPLATE_SCRIPT.sub("", body)
+    meta = f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+    head = re.search(r"<head[^>]*>", body, re.I)
+    if head is None:
+        raise ValueError("a feedback page without <head>: the exporter's template changed")
+    return body[:head.end()] + "\n" + meta + body[head.end():]
 
 
 def html_text(body: str) -> str:
@@ -187,10 +236,9 @@ def html_text(body: str) -> str:
 def find_leaks(body: str, secrets: dict, submission_text: str) -> list:
     "Descriptions of the secret text in a feedback page: marker words, or secret lines not the student's."
     text = html_text(body)
-    own = own_lines(submission_text)
     leaks = [f"marker '{word}'" for word in MARKER_WORDS if word in text]
     for kind, lines in secrets.items():
         for line in lines:
-            if line not in own and line in text:
+            if line in text and line not in submission_text:
                 leaks.append(f"{kind} line '{line[:60]}'")
     return leaks

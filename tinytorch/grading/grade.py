@@ -17,8 +17,11 @@ import io
 import json
 import os
 import shutil
+import sys
+import tarfile
 import tempfile
 import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -26,11 +29,11 @@ from pathlib import Path
 import nbformat
 
 from tinytorch.grading import feedback as fb
+from tinytorch.grading import intake
 from tinytorch.grading.executor import KernelLimits, execute_notebook, sandbox_available
 from tinytorch.grading.notebooks import (MARKER_WORDS, InvalidNotebook, cell_text, content_hash, demo_cells,
-                                         grade_id, manual_cells,
-                                         file_hash, graded_cells, is_demo, nbgrader_meta, read_submission,
-                                         restore_cells, secret_lines)
+                                         file_hash, grade_id, graded_cells, is_demo, is_graded, manual_cells,
+                                         nbgrader_meta, read_submission, restore_cells, secret_lines)
 from tinytorch.grading.scoring import grade_cells, reference_records_of, score_cells, short
 from tinytorch.grading.record import decode_records, encode_record
 from tinytorch.grading import term
@@ -43,7 +46,7 @@ STATUSES = ("graded", "timeout", "crashed", "memory", "invalid", "missing")
 
 
 class GradingError(RuntimeError):
-    "The batch cannot be graded (not a student's fault): bad course, failing reference, leak."
+    "The batch cannot be graded (not a student's fault): bad course, failing reference, full disk, busy folder."
 
 
 def atomic_write(path: Path, data, mode: str = "w") -> None:
@@ -69,17 +72,23 @@ class Submission:
     problem: str = ""          # why the path is odd or missing
     student_name: str = ""     # the name an LMS download gave (Canvas), kept in grades.csv
     lms_late: bool | None = None   # the LMS marked it late (None: the intake does not say)
+    refused: str = ""          # why the file is not read at all (a link out of the submissions folder)
 
     def data(self) -> bytes | None:
-        return self.path.read_bytes() if self.path is not None else None
+        return self.path.read_bytes() if self.path is not None and not self.refused else None
 
     def digest(self) -> str:
         "The content hash of the submitted bytes (\"missing\" without a notebook), read in pieces."
+        if self.refused:
+            return content_hash(f"refused: {self.refused}".encode())   # a link is never read
         return file_hash(self.path) if self.path is not None else "missing"
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path is not None and not self.refused else 0
 
     def oversize(self, max_mb: float) -> str:
         "Why the file is too large to read (empty when it is not)."
-        size = self.path.stat().st_size if self.path is not None else 0
+        size = self.size()
         if size <= max_mb * 2**20:
             return ""
         return (f"the notebook is {size / 2**20:,.0f} MiB, above the {max_mb:g} MiB a submission may be: clear "
@@ -130,6 +139,15 @@ class Result:
     lms_late: bool | None = None                    # the LMS's own late flag (Canvas LATE), None when it has none
     flags: list = field(default_factory=list)  # structured integrity flags (library use: policy.Finding.as_flag)
     policy: str = ""           # digest of the library-use policy it was graded under
+    notes: list = field(default_factory=list)   # [kind, text] pairs; `detail` is their texts joined
+    withheld: bool = False     # the feedback page was withheld: it would have shown secret text
+
+    def flag(self, kind: str, text: str) -> None:
+        "Add a note (kept structured in `notes`) and render `detail` again."
+        if not self.notes and self.detail:   # a row from before notes were kept
+            self.notes.append(["detail", self.detail])
+        self.notes.append([kind, text])
+        self.detail = render_detail(self.notes)
 
     def row(self, graded: list) -> list:
         optional = lambda value: "" if value is None else points_text(value)   # noqa: E731
@@ -144,6 +162,11 @@ class Result:
 def points_text(points: float) -> str:
     "Points as grades.csv writes them: hundredths at most, no trailing zeros (12, 7.5, 3.33)."
     return f"{round(points, 2):g}"
+
+
+def render_detail(notes: list) -> str:
+    "The `detail` column: the notes' texts, in order."
+    return "; ".join(text for _, text in notes if text)
 
 
 def _spreadsheet_safe(text: str) -> str:
@@ -185,6 +208,29 @@ def load_assignment(course: Path, module: str, notebook: str) -> Assignment:
 
 # ---------------------------------------------------------------- finding submissions
 
+def discover_submissions(source: Path, module: str, notebook: str, state: Path, max_notebook_mb: float) -> list:
+    """`discover` for a folder, or for a .zip / .tar(.gz) of one (as LMSs hand them out), which is
+    unpacked into the private `state/unpacked/`: its regular files only. A student whose part of the
+    archive held a link (or a member pointing outside it) is refused, saying which member."""
+    if not intake.is_archive(source):
+        return discover(source, module, notebook)
+    dest = Path(state) / "unpacked" / Path(source).name
+    try:
+        refused = intake.unpack(source, dest, int(max_notebook_mb * 2**20))
+    except (zipfile.BadZipFile, tarfile.TarError, OSError) as error:
+        raise GradingError(f"{source} is not an archive that can be read ({type(error).__name__}: {error})") from None
+    found = {sub.student: sub for sub in discover(dest, module, notebook)}
+    for member, why in refused.items():
+        parts = Path(member).parts
+        parts = parts[1:] if parts[:1] == ("submitted",) else parts
+        # Only a member that could be the student's notebook (or a folder on its way) refuses the student.
+        if parts and ".." not in parts and not Path(member).is_absolute() and (
+                member.endswith(".ipynb") or len(parts) <= 2):
+            student = Path(parts[0]).stem if len(parts) == 1 else parts[0]
+            found[student] = Submission(student, dest / member, refused=why)
+    return [found[name] for name in sorted(found)]
+
+
 def discover(directory: Path, module: str, notebook: str) -> list:
     """Submissions in nbgrader's layout (`DIR/<student>/<module>/<notebook>`, or a course folder
     holding `submitted/`) or a flat folder of `<student>.ipynb` files."""
@@ -193,31 +239,39 @@ def discover(directory: Path, module: str, notebook: str) -> list:
     if lms.is_canvas_download(directory):   # a Canvas "Download Submissions" zip or folder
         return lms.discover_canvas(directory, module, notebook)
     if not directory.is_dir():
-        raise GradingError(f"{directory} is not a folder of submissions")
+        raise GradingError(f"{directory} is not a folder of submissions (nor a .zip, .tar or .tar.gz of one)")
     if (directory / "submitted").is_dir():
         directory = directory / "submitted"
     found = {}
     for entry in sorted(directory.iterdir()):
         if entry.name.startswith("."):
             continue
-        if entry.is_file() and entry.suffix == ".ipynb":
-            found[entry.stem] = Submission(entry.stem, entry)
+        # A link out of the folder is never followed (a link to source/ would be the solution).
+        outside = intake.link_out_of(entry, directory)
+        if entry.suffix == ".ipynb" and (entry.is_file() or entry.is_symlink()):
+            found[entry.stem] = Submission(entry.stem, entry, refused=outside)
+        elif outside and not entry.is_file():
+            found[entry.name] = Submission(entry.name, None, outside)
         elif entry.is_dir():
-            found[entry.name] = _from_student_folder(entry, module, notebook)
+            found[entry.name] = _from_student_folder(entry, module, notebook, directory)
     return [found[name] for name in sorted(found)]
 
 
-def _from_student_folder(folder: Path, module: str, notebook: str) -> Submission:
+def _from_student_folder(folder: Path, module: str, notebook: str, root: Path) -> Submission:
     student = folder.name
     assignment = folder / module
+    outside = intake.link_out_of(assignment, root) if os.path.lexists(assignment) else ""
+    if outside:
+        return Submission(student, None, outside)
     if not assignment.is_dir():
         return Submission(student, None, f"no {module}/ folder in {folder.name}/")
     expected = assignment / notebook
-    if expected.is_file():
-        return Submission(student, expected)
-    others = sorted(p for p in assignment.glob("*.ipynb") if p.is_file())
+    if expected.is_file() or expected.is_symlink():
+        return Submission(student, expected, refused=intake.link_out_of(expected, root))
+    others = sorted(p for p in assignment.glob("*.ipynb") if p.is_file() or p.is_symlink())
     if len(others) == 1:
-        return Submission(student, others[0], f"graded {others[0].name}: expected the file name {notebook}")
+        return Submission(student, others[0], f"graded {others[0].name}: expected the file name {notebook}",
+                          refused=intake.link_out_of(others[0], root))
     if others:
         return Submission(student, None, f"no {notebook}; found {', '.join(p.name for p in others)}")
     return Submission(student, None, f"no {notebook} in {folder.name}/{module}/")
@@ -288,20 +342,28 @@ def _summarise(messages: dict) -> list:
 def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, out: Path,
               sandbox_note: str = "", scanned: set | None = None) -> Result:
     """Grade one submission; writes its autograded notebook and feedback page. Never raises for
-    student faults; a leak raises GradingError; a bug of the grader's own costs only this
-    submission (status crashed, the error named in `detail`, so the instructor sees it).
+    student faults: a page that would leak secret text is withheld (the row says so); a bug of
+    the grader's own costs only this submission (status crashed, the error named in `detail`, so
+    the instructor sees it). A full disk raises DiskFull: no later submission could be written.
     The student's name is added to `scanned` once their page has been scanned for leaks and written."""
     try:
         return _grade_one(sub, assignment, reference, limits, out, sandbox_note, scanned)
-    except GradingError:
+    except (GradingError, intake.DiskFull):
         raise
     except Exception as error:  # noqa: BLE001 - one submission must never stop the class
+        if intake.disk_full(error):
+            raise intake.DiskFull(f"the disk is full ({type(error).__name__}: {short(str(error), 120)})") from error
         import traceback
         traceback.print_exc()
-        return Result(student=sub.student, status="crashed", score=0.0, max_score=assignment.max_score,
-                      detail=f"internal grading error, tell the instructor: {type(error).__name__}: {short(str(error))}",
-                      cells={gid: 0.0 for gid, _ in assignment.graded}, submission_hash="",
-                      source_hash=assignment.source_hash)
+        why = f"internal grading error, tell the instructor: {type(error).__name__}: {short(str(error))}"
+        outcome = Result(student=sub.student, status="crashed", score=0.0, max_score=assignment.max_score,
+                         detail=why, cells={gid: 0.0 for gid, _ in assignment.graded}, submission_hash="",
+                         source_hash=assignment.source_hash, notes=[["internal", why]])
+        try:   # a page that says so, so that the end-of-run scan finds every student's page
+            _write_ungraded(sub, assignment, outcome, out)
+        except Exception:  # noqa: BLE001 - the row above is what matters
+            traceback.print_exc()
+        return outcome
 
 
 def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, out: Path,
@@ -309,37 +371,40 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
     zero = {gid: 0.0 for gid, _ in assignment.graded}
     base = dict(student=sub.student, max_score=assignment.max_score, source_hash=assignment.source_hash,
                 policy=assignment.policy.digest() if assignment.policy is not None else "")
-    notes = [sandbox_note] if sandbox_note else []
+    notes = [["sandbox", sandbox_note]] if sandbox_note else []
+
+    def ungraded(status: str, why: str, digest: str) -> Result:
+        outcome = Result(status=status, score=0.0, detail="", cells=zero, submission_hash=digest,
+                         notes=notes + [["submission", why]], **base)
+        outcome.detail = render_detail(outcome.notes)
+        _write_ungraded(sub, assignment, outcome, out)
+        return outcome
+
     if sub.path is None:
-        outcome = Result(status="missing", score=0.0, detail="; ".join(notes + [sub.problem]), cells=zero,
-                         submission_hash="missing", **base)
-        _write_ungraded(sub, assignment, outcome, out)
-        return outcome
+        return ungraded("missing", sub.problem, "missing")
     if sub.problem:
-        notes.append(sub.problem)
-    too_large = sub.oversize(limits.max_notebook_mb)
+        notes.append(["submission", sub.problem])
+    if sub.refused:
+        return ungraded("invalid", sub.refused, sub.digest())
+    too_large = sub.oversize(limits.max_notebook_mb) or intake.precheck(
+        sub.path, sub.size(), limits.grader_memory_mb, limits.max_cells, limits.max_nesting)
     if too_large:
-        outcome = Result(status="invalid", score=0.0, detail="; ".join(notes + [too_large]), cells=zero,
-                         submission_hash=sub.digest(), **base)
-        _write_ungraded(sub, assignment, outcome, out)
-        return outcome
+        return ungraded("invalid", too_large, sub.digest())
     data = sub.data()
     digest = content_hash(data)
     try:
-        submission = read_submission(data)
+        submission = read_submission(data, limits.max_cells, limits.max_nesting)
     except InvalidNotebook as error:
-        outcome = Result(status="invalid", score=0.0, detail="; ".join(notes + [str(error)]), cells=zero,
-                         submission_hash=digest, **base)
-        _write_ungraded(sub, assignment, outcome, out)
-        return outcome
+        return ungraded("invalid", str(error), digest)
     restored, flags = restore_cells(submission, assignment.source, assignment.release)
     blank = blank_answers(submission, assignment)
-    workdir = Path(tempfile.mkdtemp(prefix="tito-grade-"))
+    notes += [["restore", flag] for flag in flags]
+    workdir = intake.private_workdir()
     try:
         # Only the student's own bytes go beside the kernel; the restored notebook stays in memory.
+        # The folder is private (0700); a sandboxed kernel reads the file through its own bind mount.
         (workdir / assignment.notebook).write_bytes(data)
-        os.chmod(workdir, 0o777)
-        os.chmod(workdir / assignment.notebook, 0o666)
+        os.chmod(workdir / assignment.notebook, 0o644)
         # Unchanged demo cells (plots, measurements) grade nothing, so they are not run.
         result = execute_notebook(restored, workdir, limits, skip=demo_cells(restored, assignment.source))
     finally:
@@ -362,11 +427,16 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
     status = "graded" if result.status == "ok" else result.status
     if status not in STATUSES:
         status = "crashed"
-    execution = [short(result.detail, 300)] if result.detail else []
-    detail = "; ".join(notes + flags + execution + _summarise(messages) + elsewhere)
-    outcome = Result(status=status, score=round(float(sum(points.values())), 2), detail=detail, cells=points,
-                     blank_answers=blank, messages=messages, flags=[f.as_flag() for f in findings],
-                     submission_hash=digest, seconds=result.seconds, kernel_cpu=result.kernel_cpu, **base)
+    if result.detail:
+        notes.append(["execution", short(result.detail, 300)])
+    if status in ("crashed", "timeout"):
+        notes.append(["kept", kept_points(result, assignment.graded, points)])
+    notes += [["cells", line] for line in _summarise(messages)]
+    notes += [["library", line] for line in elsewhere]
+    outcome = Result(status=status, score=round(float(sum(points.values())), 2), detail=render_detail(notes),
+                     cells=points, blank_answers=blank, messages=messages, flags=[f.as_flag() for f in findings],
+                     submission_hash=digest, seconds=result.seconds, kernel_cpu=result.kernel_cpu, notes=notes,
+                     **base)
     # a cell the library-use policy zeroed lists no check marks: its message says why
     _write_outputs(sub, assignment, result.notebook, submission, points, messages, outcome, out,
                    checks={gid: score.checks for gid, score in scores.items() if points[gid] == score.points})
@@ -382,12 +452,29 @@ def blank_answers(submission, assignment: Assignment) -> list:
     return [gid for gid, _ in assignment.manual if written.get(gid, "") in ("", released.get(gid, ""))]
 
 
+def kept_points(result, graded: list, points: dict) -> str:
+    """Which graded cells kept their points after a crash or a timeout, and why: for a row whose
+    status and score would otherwise seem to disagree."""
+    cells = result.notebook.cells
+    faults = sorted(set(result.timed_out_cells) | set(result.not_run_cells))
+    hit = [grade_id(cells[i]) for i in faults if is_graded(cells[i]) and grade_id(cells[i])]
+    kept = [gid for gid, _ in graded if points.get(gid, 0) > 0]
+    names = f"all {len(graded)}" if len(kept) == len(graded) else \
+        f"{', '.join(kept) if kept else 'none'} of the {len(graded)}"
+    where = ", ".join(f"cell {i + 1}" for i in faults) or "no cell"
+    text = (f"points kept by {names} graded cells"
+            + (": each ran to its end and matched the reference" if kept else ""))
+    return text + (f"; the fault hit {where}, which grades nothing" if not hit else
+                   f"; the fault hit {where}, so {', '.join(hit)} lost {'its' if len(hit) == 1 else 'their'} points")
+
+
 def _write_ungraded(sub, assignment, outcome, out: Path) -> None:
     "No notebook to run: no autograded copy, and a feedback page that says why."
     stale = out / "autograded" / sub.student / assignment.module
     if stale.exists():
         shutil.rmtree(stale)
-    why = "no notebook was found" if outcome.status == "missing" else "the notebook could not be read"
+    why = {"missing": "no notebook was found", "invalid": "the notebook could not be read"}.get(
+        outcome.status, "the grader could not grade it")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
         f"# Feedback: {assignment.module}, {sub.student}\n\n**Score: 0 / {outcome.max_score:g}** "
         f"(status: {outcome.status}): {why}.\n\n{html.escape(outcome.detail)}\n\n{_provenance(outcome)}")])
@@ -424,8 +511,27 @@ def _write_outputs(sub, assignment, executed, submission, points, messages, outc
                       f"Feedback: {assignment.module}, {sub.student}")
     leaks = fb.find_leaks(page, assignment.secrets, own_text)
     if leaks:
-        raise GradingError(f"feedback for {sub.student} would leak: {'; '.join(leaks[:5])}")
+        withhold_feedback(out, assignment, outcome, leaks)
+        return
     atomic_write(out / "feedback" / sub.student / f"{assignment.module}.html", page)
+
+
+def withhold_feedback(out: Path, assignment, outcome: Result, leaks: list) -> None:
+    """A page that would show secret text costs its student only: it is replaced by a page saying
+    it was withheld, the row is flagged, and the grader says so loudly (naming the lines on the
+    instructor's terminal, never in grades.csv, which may reach students)."""
+    print(f"WARNING: the feedback page of {outcome.student} would have shown secret text, so it is withheld "
+          f"(review autograded/{outcome.student}/): {'; '.join(leaks[:5])}", file=sys.stderr, flush=True)
+    outcome.withheld = True
+    outcome.flag("withheld", f"feedback withheld for the instructor's review: the page would have shown "
+                             f"{len(leaks)} line{'s' if len(leaks) != 1 else ''} of hidden or solution text")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        f"# Feedback: {assignment.module}, {outcome.student}\n\n**Score: {outcome.score:g} / "
+        f"{outcome.max_score:g}** (status: {outcome.status}).\n\nThe detailed page is withheld until your "
+        "instructor has reviewed it.")])
+    nb.cells[0]["id"] = "feedback-0"
+    atomic_write(out / "feedback" / outcome.student / f"{assignment.module}.html",
+                 fb.to_html(nb, f"Feedback: {assignment.module}, {outcome.student}"))
 
 
 # ---------------------------------------------------------------- gradebook, journal, csv
@@ -508,27 +614,35 @@ def write_csv(path: Path, results: list, graded: list) -> None:
 
 
 def scan_feedback(out: Path, assignment: Assignment, submissions: list, scanned=frozenset(),
-                  max_notebook_mb: float = float("inf")) -> list:
-    """Leaks in every feedback page under `out/feedback` (a student's own text does not count),
-    but those of `scanned`: pages this process scanned as it wrote them."""
-    own = {}
-    for sub in submissions:
-        if sub.student in scanned:
-            continue
-        try:
-            readable = sub.path is not None and not sub.oversize(max_notebook_mb)
-            own[sub.student] = "\n".join(cell_text(c) for c in read_submission(sub.data()).cells) if readable else ""
-        except (InvalidNotebook, OSError):
-            own[sub.student] = ""
-    problems = []
+                  limits=None) -> dict:
+    """{student: [problems]} of every feedback page under `out/feedback` (leaks, where a student's
+    own text does not count; or a missing page), but those of `scanned`: pages this process
+    scanned as it wrote them."""
+    own = {sub.student: _own_text(sub, limits) for sub in submissions if sub.student not in scanned}
+    problems = {}
     for student in sorted(own):
         page = out / "feedback" / student / f"{assignment.module}.html"
         if not page.exists():
-            problems.append(f"{page.relative_to(out)}: missing")
+            problems[student] = ["missing"]
             continue
         leaks = fb.find_leaks(page.read_text(encoding="utf-8"), assignment.secrets, own[student])
-        problems += [f"{page.relative_to(out)}: {leak}" for leak in leaks]
+        if leaks:
+            problems[student] = leaks
     return problems
+
+
+def _own_text(sub: Submission, limits=None) -> str:
+    "All the text of the student's cells ('' for a notebook that is not read or cannot be)."
+    if sub.path is None or sub.refused:
+        return ""
+    try:
+        if limits is not None and (sub.oversize(limits.max_notebook_mb) or intake.precheck(
+                sub.path, sub.size(), limits.grader_memory_mb, limits.max_cells, limits.max_nesting)):
+            return ""
+        kw = dict(max_cells=limits.max_cells, max_nesting=limits.max_nesting) if limits is not None else {}
+        return "\n".join(cell_text(c) for c in read_submission(sub.data(), **kw).cells)
+    except (InvalidNotebook, OSError):
+        return ""
 
 
 # ---------------------------------------------------------------- the batch
@@ -590,10 +704,11 @@ def _graded_on_cluster(todo, assignment, reference, limits, out, sandbox_note, s
     "Yield results graded on the Dask cluster at `scheduler`, writing each one's files into `out`."
     from tinytorch.grading.distributed import map_on_cluster
     for sub in todo:
-        if sub.oversize(limits.max_notebook_mb):   # refused without reading it: no need to ship it
+        if sub.refused or sub.oversize(limits.max_notebook_mb):   # refused without reading it: not shipped
             yield grade_one(sub, assignment, reference, limits, out, sandbox_note)
     jobs = [(sub.student, sub.path.name if sub.path else assignment.notebook, sub.problem, sub.data(),
-             assignment, reference, limits, sandbox_note) for sub in todo if not sub.oversize(limits.max_notebook_mb)]
+             assignment, reference, limits, sandbox_note) for sub in todo
+            if not sub.refused and not sub.oversize(limits.max_notebook_mb)]
     for _, (result, files) in map_on_cluster(grade_remote, jobs, scheduler):
         for relative, content in files.items():
             target = (out / relative).resolve()
@@ -618,12 +733,34 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
                 progress: bool = True, module: str | None = None, scheduler: str | None = None,
                 students: list | None = None, force: bool = False, submitted_at: dict | None = None,
                 deadline=FROM_SETTINGS) -> BatchReport:
-    """Grade a class. `students`: only these (every other row stays as it was); `force`: regrade
-    even unchanged submissions; `submitted_at`: {student: datetime} when no timestamp.txt says it;
-    `deadline`: a DeadlinePolicy (or None for none) instead of settings.ini's [deadline]."""
+    """Grade every submission in `directory` into the course folder `out`. One grader at a time
+    per course folder (another gets a GradingError saying so); a full disk ends the run with a
+    plain GradingError (grades.csv stays whole, a rerun goes on where it stopped).
+    `students`: only these (every other row stays as it was); `force`: regrade even unchanged
+    submissions; `submitted_at`: {student: datetime} when no timestamp.txt says it; `deadline`: a
+    DeadlinePolicy (or None for none) instead of settings.ini's [deadline]."""
+    out = Path(out).resolve()
+    intake.clean_stale_workdirs()
+    try:
+        with intake.course_lock(out / STATE):
+            return _grade_batch(directory, root, out, settings, limits, jobs, progress, module, scheduler,
+                                students, force, submitted_at, deadline)
+    except intake.Busy as error:
+        raise GradingError(str(error)) from None
+    except Exception as error:
+        if isinstance(error, intake.DiskFull) or intake.disk_full(error):
+            raise GradingError(
+                f"the disk holding {out} (or {tempfile.gettempdir()}) is full, so grading stopped: free some "
+                "space and run `tito grade` again; it goes on where it stopped (every submission graded so "
+                "far is kept in the journal; grades.csv was never left half-written)") from None
+        raise
+
+
+def _grade_batch(directory, root, out, settings, limits, jobs, progress, module, scheduler,
+                 students=None, force=False, submitted_at=None, deadline=FROM_SETTINGS) -> BatchReport:
     module = module or settings.modules[0]
     notebook = settings.notebook(module)
-    root, out = Path(root).resolve(), Path(out).resolve()
+    root = Path(root).resolve()
     sandbox_note = sandbox_note_for(limits)
     try:
         due = load_deadline(root) if deadline is FROM_SETTINGS else deadline
@@ -636,7 +773,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
     if limits.sandbox:   # forbidden modules are not there for the kernel
         limits = replace(limits, hidden_modules=assignment.policy.forbidden)
     state = out / STATE
-    submissions = discover(directory, module, notebook)
+    submissions = discover_submissions(directory, module, notebook, state, limits.max_notebook_mb)
     unknown = sorted(set(students or ()) - {sub.student for sub in submissions})
     if unknown:
         raise GradingError(f"--student {', '.join(unknown)}: no such submission in {directory} "
@@ -644,7 +781,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
                            f"{', …' if len(submissions) > 8 else ''})")
     reference = reference_records(assignment, limits, state)
     load_misconceptions(assignment, out, state)
-    intake = {sub.student: sub for sub in submissions}
+    by_student = {sub.student: sub for sub in submissions}
 
     results, todo, before = {}, [], {}
     for sub in submissions:
@@ -675,7 +812,7 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
         from tqdm.auto import tqdm
         bar = tqdm(total=len(kept), initial=reused, desc=f"grading {module}", unit="nb")
     def keep(result):
-        result.student_name, result.lms_late = intake[result.student].student_name, intake[result.student].lms_late
+        result.student_name, result.lms_late = by_student[result.student].student_name, by_student[result.student].lms_late
         gradebook.write(result)
         atomic_write(journal_path(state, result.student), json.dumps(asdict(result)))
         results[result.student] = result
@@ -696,7 +833,19 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
                 futures = {pool.submit(grade_one, sub, assignment, reference, limits, out, sandbox_note,
                                        scanned): sub for sub in todo}
                 for future in as_completed(futures):
-                    keep(future.result())  # GradingError (a leak, a broken course) stops the batch loudly
+                    keep(future.result())  # GradingError (a broken course) stops the batch loudly
+        if bar is not None:
+            bar.close()
+            bar = None
+        # Pages reused from an earlier run (perhaps of another source), graded on a cluster, or
+        # written for missing and unreadable notebooks are scanned now; the others were at writing.
+        problems = scan_feedback(out, assignment, kept, scanned, limits)
+        missing = [f"feedback/{student}/{assignment.module}.html: missing" for student, found in problems.items()
+                   if found == ["missing"]]
+        for student, leaks in problems.items():
+            if leaks != ["missing"] and not results[student].withheld:
+                withhold_feedback(out, assignment, results[student], leaks)
+                atomic_write(journal_path(state, student), json.dumps(asdict(results[student])))
         final = [_with_term(results[sub.student], sub, assignment, due, submitted_at, gradebook) for sub in kept]
     finally:
         if bar is not None:
@@ -706,11 +855,8 @@ def grade_batch(directory: Path, root: Path, out: Path, settings, limits, jobs: 
     moved = term.regrades(before, {s: results[s] for s in before}, assignment.graded)
     if before:
         atomic_write(out / "regrades.csv", term.regrades_csv(moved))
-    # Pages reused from an earlier run (perhaps of another source), graded on a cluster, or
-    # written for missing and unreadable notebooks are scanned now; the others were at writing.
-    problems = scan_feedback(out, assignment, kept, scanned, limits.max_notebook_mb)
-    if problems:
-        raise GradingError("secret text found in feedback/:\n  " + "\n  ".join(problems[:40]))
+    if missing:
+        raise GradingError("feedback pages are missing:\n  " + "\n  ".join(missing[:40]))
     return BatchReport(final, len(todo), reused, csv_path, out / "feedback", limits.sandbox,
                        regrades=moved, regraded=len(before))
 

@@ -104,19 +104,19 @@ def cached_variant_records(assignment, misconceptions: list, state: Path, cell_s
 
 
 def name_them(printed: dict, reference: dict, variants: dict, misconceptions: list) -> dict:
-    """{grade_id: [explanation]} for the cells whose wrong records a misconception explains: every
-    record the student got wrong in that cell (and printed) is what the variant printed, and the
-    variant differs from the reference there. `printed`: {grade_id: {name: Record}} of the student."""
+    """{grade_id: [explanation]} for the cells whose wrong records a misconception explains: the
+    student printed, in that cell, exactly the records the variant gets wrong, with the variant's
+    values, and got nothing else wrong there. `printed`: {grade_id: {name: Record}} of the student."""
     by_id = {m.id: m for m in misconceptions}
     named = {}
     for gid, expected in reference.items():
         got = printed.get(gid, {})
-        wrong = [name for name, rec in expected.items() if name in got and not record_matches(rec, got[name])]
+        wrong = {name for name, rec in expected.items() if name in got and not record_matches(rec, got[name])}
         if not wrong:
             continue
         for mid, cells in variants.items():
             variant = cells.get(gid, {})
-            if all(name in variant and not record_matches(expected[name], variant[name])
-                   and record_matches(variant[name], got[name]) for name in wrong):
+            differs = {name for name, rec in expected.items() if name in variant and not record_matches(rec, variant[name])}
+            if differs == wrong and all(record_matches(variant[name], got[name]) for name in wrong):
                 named.setdefault(gid, []).append(by_id[mid].explanation)
     return named

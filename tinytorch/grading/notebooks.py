@@ -23,6 +23,9 @@ MARKER_WORDS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HID
 DEMO_TAG = "demo"
 # Shorter secret lines ("pass", "return out") are too common to prove a leak.
 MIN_SECRET_LINE = 12
+# Shapes a submission may have (settings.ini [grading] max_cells, max_nesting override them).
+MAX_CELLS = 2000
+MAX_NESTING = 64
 
 
 class InvalidNotebook(ValueError):
@@ -91,21 +94,54 @@ def cell_text(cell) -> str:
     return "".join(source) if isinstance(source, list) else str(source)
 
 
-def read_submission(data: bytes):
-    "The notebook in `data`, or InvalidNotebook saying why not (never another exception)."
+def json_depth(value) -> int:
+    "How deeply lists and objects nest in `value` (a scalar is 0), walked without recursion."
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        todo.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def parse_json(data: bytes, max_cells: int = MAX_CELLS, max_nesting: int = MAX_NESTING) -> dict:
+    """The notebook JSON in `data` (UTF-8, a byte-order mark allowed, as some editors save it),
+    checked against the shapes a grader handles: at most `max_cells` cells, lists and objects
+    nested at most `max_nesting` deep. InvalidNotebook says why not."""
     try:
-        raw = json.loads(data.decode("utf-8"))
+        raw = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as error:
         raise InvalidNotebook(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
     except json.JSONDecodeError as error:
         raise InvalidNotebook(f"not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    except RecursionError:
+        raise InvalidNotebook(f"its JSON nests lists or objects far deeper than the {max_nesting} levels a "
+                              "notebook may have") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
         raise InvalidNotebook("JSON but not a notebook: expected an object with a 'cells' list")
+    if len(raw["cells"]) > max_cells:
+        raise InvalidNotebook(f"it has {len(raw['cells']):,} cells, more than the {max_cells:,} a notebook may have: "
+                              "delete the empty and scratch cells, save and submit again")
+    depth = json_depth(raw)
+    if depth > max_nesting:
+        raise InvalidNotebook(f"its JSON nests lists or objects {depth:,} levels deep, more than the "
+                              f"{max_nesting} a notebook may have")
+    return raw
+
+
+def read_submission(data: bytes, max_cells: int = MAX_CELLS, max_nesting: int = MAX_NESTING):
+    "The notebook in `data`, or InvalidNotebook saying why not (never another exception)."
+    raw = parse_json(data, max_cells, max_nesting)
     if raw.get("nbformat") != 4:
         raise InvalidNotebook(f"expected notebook format 4, got {raw.get('nbformat')!r}")
     try:
         nb = nbformat.from_dict(raw)
         for cell in nb.cells:
+            if not isinstance(cell, dict):
+                raise InvalidNotebook("a cell is not a JSON object")
             if cell.get("cell_type") not in ("code", "markdown", "raw"):
                 raise InvalidNotebook(f"unknown cell type {cell.get('cell_type')!r}")
             cell.setdefault("metadata", nbformat.from_dict({}))
@@ -179,25 +215,29 @@ def restore_cells(submission, source, release=None):
                 cell.pop("outputs", None)
                 cell.pop("execution_count", None)
             out_cells.append(cell)
-    # Put back deleted cells after the nearest earlier source cell that is present.
     missing = [gid for gid in source_by_id if gid not in seen]
     for gid in missing:
-        position = 0
-        order = [grade_id(c) for c in source.cells]
-        for earlier in reversed(order[:order.index(gid)]):
-            if earlier is None:
-                continue
-            found = [i for i, c in enumerate(out_cells) if grade_id(c) == earlier]
-            if found:
-                position = found[0] + 1
-                break
-        out_cells.insert(position, _fresh_cell(source_by_id[gid]))
-    deleted_tests = [gid for gid in missing if is_restored(source_by_id[gid])]
+        reference = source_by_id[gid]
+        if is_restored(reference) and is_graded(reference):
+            # A test cell sees every cell the intact notebook's would have seen.
+            cell, position = _fresh_cell(reference), latest_position(out_cells, source, gid)
+        elif is_restored(reference):
+            # A locked cell (imports, given code) goes where it stood, before the student's cells.
+            cell, position = _fresh_cell(reference), earliest_position(out_cells, source, gid)
+        else:
+            # A deleted answer comes back as the student version (the stub), never the solution;
+            # early, so that the student's own later cells still define what they define.
+            cell, position = _fresh_cell(_stub(gid, reference, release)), earliest_position(out_cells, source, gid)
+        out_cells.insert(position, cell)
+    deleted_tests = [gid for gid in missing if is_restored(source_by_id[gid]) and is_graded(source_by_id[gid])]
+    deleted_locked = [gid for gid in missing if is_restored(source_by_id[gid]) and not is_graded(source_by_id[gid])]
     deleted_answers = [gid for gid in missing if not is_restored(source_by_id[gid])]
     if edited:
         flags.append("edited test cells restored: " + ", ".join(edited))
     if deleted_tests:
         flags.append("deleted test cells restored: " + ", ".join(deleted_tests))
+    if deleted_locked:
+        flags.append("deleted locked cells restored: " + ", ".join(deleted_locked))
     if deleted_answers:
         flags.append("deleted answer cells put back as stubs: " + ", ".join(deleted_answers))
     if duplicated:
@@ -208,6 +248,42 @@ def restore_cells(submission, source, release=None):
                                  "metadata": copy.deepcopy(source.metadata), "cells": out_cells})
     _unique_cell_ids(result)
     return result, flags
+
+
+def _source_order(source) -> dict:
+    return {gid: index for index, gid in enumerate(grade_id(c) for c in source.cells) if gid is not None}
+
+
+def _placed(out_cells, order: dict) -> list:
+    "(position in out_cells, position in source) of the cells that have a source grade id."
+    return [(i, order[grade_id(c)]) for i, c in enumerate(out_cells) if grade_id(c) in order]
+
+
+def earliest_position(out_cells, source, gid) -> int:
+    "Right after the last cell that comes before `gid` in the source (the start if none does)."
+    order = _source_order(source)
+    earlier = [i for i, s in _placed(out_cells, order) if s < order[gid]]
+    return max(earlier) + 1 if earlier else 0
+
+
+def latest_position(out_cells, source, gid) -> int:
+    """As late as the intact notebook allows: after every cell that comes before `gid` in the
+    source and every student cell after those, up to the next cell that comes after it in the
+    source (the end if none does). A restored test so sees all the intact one would have seen."""
+    order = _source_order(source)
+    start = earliest_position(out_cells, source, gid)
+    later = [i for i, s in _placed(out_cells, order) if s > order[gid] and i >= start]
+    return min(later) if later else len(out_cells)
+
+
+def _stub(gid, reference, release):
+    "The student version of answer cell `gid`: the release's cell, or the source's with the solution cut."
+    for cell in (release.cells if release is not None else []):
+        if grade_id(cell) == gid:
+            return cell
+    stub = copy.deepcopy(reference)
+    stub.source = strip_region(cell_text(reference), *SOLUTION)
+    return stub
 
 
 def _unique_cell_ids(nb) -> None:

@@ -80,7 +80,9 @@ MAX_FILE_BYTES = 512 * 2**20
 TRACEBACK_BYTES = 20_000   # an error output is always kept, but its traceback is cut to this
 UID_BASE = 1_880_000_000   # pool of unprivileged uids, one per kernel running at the same time
 UID_SLOTS = 512
-KERNEL_OUTPUT_SLACK = 65536  # the kernel forwards this much past the cap, so the grader sees the cut
+KERNEL_OUTPUT_SLACK = 65536  # bytes
+KERNEL_OUTPUT_COUNT_SLACK = 50  # outputs the kernel forwards past the count cap, so the grader sees the cut
+OUTPUT_OVERHEAD = 200        # bytes counted for every output on top of its payload (dicts, metadata)  # the kernel forwards this much past the cap, so the grader sees the cut
 SKIPPED_NOTE = "[not run by the grader: an unchanged demo cell, which grades nothing]\n"
 IDLE_AFTER_REPLY = 2.0       # seconds to wait for the end of a cell's output once it has surely ended
 
@@ -162,6 +164,32 @@ for _stream in (sys.stdout, sys.stderr):
     if _stream is not None:
         _stream.write = _capped(_stream.write)
 del _stream
+
+# The same courtesy for a flood of display() calls: past the grader's count cap they are dropped here.
+_shown = [int(os.environ.get("TINYTORCH_OUTPUT_COUNT", "0")) or None]
+_publish = app.shell.display_pub.publish
+
+
+def _counted_publish(*args, **kwargs):
+    if _shown[0] is not None:
+        if _shown[0] <= 0:
+            return None
+        _shown[0] -= 1
+    return _publish(*args, **kwargs)
+
+
+app.shell.display_pub.publish = _counted_publish
+_format = app.shell.display_formatter.format
+
+
+def _counted_format(*args, **kwargs):
+    # Past the cap, display() need not even compute what it would show (nothing is sent).
+    if _shown[0] is not None and _shown[0] <= 0:
+        return {}, {}
+    return _format(*args, **kwargs)
+
+
+app.shell.display_formatter.format = _counted_format
 app.start()
 '''
 _BOOT_NAME = "_tinytorch_kernel.py"
@@ -188,10 +216,14 @@ class KernelLimits:
     # (setpriv): Gradescope's containers run everything as root and may not allow bubblewrap.
     unsandboxed_uid: int | None = None
     hidden_modules: tuple = ()         # modules a sandboxed kernel cannot import: the course's [policy]
+    max_outputs: int = 2000            # outputs kept (each display() is one); the rest is cut with a note
+    max_cells: int = 2000              # a submission with more cells is invalid (checked by the grader)
+    max_nesting: int = 64              # ... or whose JSON nests deeper
+    grader_memory_mb: int = 1024       # memory the grader may spend reading one large submission
 
     def __post_init__(self):
         for name in ("cell_timeout", "submission_timeout", "memory_mb", "max_processes", "max_output_bytes",
-                     "max_notebook_mb"):
+                     "max_notebook_mb", "max_outputs", "max_cells", "max_nesting", "grader_memory_mb"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"KernelLimits.{name} must be a positive number, got {value!r}")
@@ -202,7 +234,9 @@ class KernelLimits:
         return cls(cell_timeout=settings.cell_timeout, submission_timeout=settings.submission_timeout,
                    memory_mb=settings.memory_mb, max_processes=settings.max_processes,
                    max_output_bytes=settings.max_output_bytes, sandbox=settings.sandbox,
-                   max_notebook_mb=settings.max_notebook_mb)
+                   max_notebook_mb=settings.max_notebook_mb, max_outputs=settings.max_outputs,
+                   max_cells=settings.max_cells, max_nesting=settings.max_nesting,
+                   grader_memory_mb=settings.grader_memory_mb)
 
 
 @dataclass
@@ -507,6 +541,9 @@ class _Kernel:
         self.max_message = 8 * int(limits.max_output_bytes) + 2**20
         for socket in (shell, iopub):
             socket.setsockopt(zmq.MAXMSGSIZE, self.max_message)
+        # Room for every output the kernel forwards (it stops a little past the count cap), so that
+        # none is dropped while this process is busy: the count cut does not depend on the load.
+        iopub.setsockopt(zmq.RCVHWM, max(1000, int(limits.max_outputs) + KERNEL_OUTPUT_COUNT_SLACK + 200))
         for socket, port in ((shell, info["shell_port"]), (iopub, info["iopub_port"])):
             socket.linger = 0
             socket.connect(f"ipc://{info['ip']}-{port}")
@@ -599,6 +636,7 @@ class _Kernel:
             "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1",
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",
             "TINYTORCH_OUTPUT_LIMIT": str(int(self.limits.max_output_bytes) + KERNEL_OUTPUT_SLACK),
+            "TINYTORCH_OUTPUT_COUNT": str(int(self.limits.max_outputs) + KERNEL_OUTPUT_COUNT_SLACK),
         }
         return env
 
@@ -838,6 +876,8 @@ class _Run:
         self.deadline = self.started + float(limits.submission_timeout)
         self.output_budget = int(limits.max_output_bytes)
         self.truncated = False
+        self.outputs_left = int(limits.max_outputs)
+        self.cut_by_count = False
         self.timed_out = []
         self.events = []          # (status, words)
         self.completed = []       # code cells that finished within their time, in order
@@ -978,6 +1018,10 @@ class _Run:
                     self.handle_output(cell, outputs, msg)
             if synced_at is None and not self.kernel.alive():
                 raise _Stopped("crashed", f"{_describe_exit(self.kernel.exit_code())} in {self.name(index)}")
+        if not self.kernel.alive():
+            # The process we started died while the cell ran (unsandboxed: the fork guard, killed
+            # through os.getppid()), even if its answers arrived first: a crash, whatever the timing.
+            raise _Stopped("crashed", f"{_describe_exit(self.kernel.exit_code())} in {self.name(index)}")
         if reply is None:   # ended (the kernel said so) without a reply: count it as failed
             reply = {"content": {"status": "error", "ename": "NoReply", "evalue": "the kernel sent no reply"}}
         failed = reply["content"].get("status") == "error"
@@ -1042,6 +1086,12 @@ class _Run:
             return
         if self.truncated:
             return
+        if self.outputs_left <= 0:
+            outputs.append(_note(f"[output cut: this submission produced more than {int(self.limits.max_outputs):,} "
+                                 "outputs; the rest was discarded]\n"))
+            self.truncated = self.cut_by_count = True
+            return
+        self.outputs_left -= 1
         size = _output_size(out)
         if size > self.output_budget:
             if kind == "stream" and self.output_budget > 0:
@@ -1090,9 +1140,10 @@ def _error_output(ename: str, evalue: str):
 
 
 def _output_size(out) -> int:
+    "Bytes an output costs: its payload and what the grader holds for each output besides."
     if "text" in out:
-        return len(out["text"].encode("utf-8", "replace"))
-    total = 0
+        return len(out["text"].encode("utf-8", "replace")) + OUTPUT_OVERHEAD
+    total = OUTPUT_OVERHEAD
     for value in (out.get("data") or {}).values():
         total += len(value if isinstance(value, str) else json.dumps(value))
     return total
@@ -1212,7 +1263,9 @@ def execute_notebook(nb, workdir: Path, limits: KernelLimits, skip=()) -> "Execu
         skipped = [i for i in run.not_run if nb.cells[i].outputs[-1].get("ename") == "CellNotRun"]
         if skipped:
             run.events.append(("", f"{_cell_range(run, skipped)} did not run"))
-    if run.truncated:
+    if run.cut_by_count:
+        run.events.append(("", f"output cut after {int(limits.max_outputs):,} outputs"))
+    elif run.truncated:
         run.events.append(("", f"output cut after {int(limits.max_output_bytes):,} bytes"))
     kinds = {kind for kind, _ in run.events}
     status = next((s for s in ("crashed", "memory", "timeout") if s in kinds), "ok")
