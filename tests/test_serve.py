@@ -275,7 +275,7 @@ def test_grades_and_feedback_are_tito_grades(tmp_path):
         assert "-np.inf" in feedback.text and "script-src" not in feedback.headers["content-security-policy"]
         assert "BEGIN HIDDEN" not in feedback.text
         api = client.get(f"/api/submissions/{ids[1]}", headers=bearer(alice)).json()
-        assert (api["status"], api["score"], api["max_score"]) == ("done", 60, 60)
+        assert (api["status"], api["score"], api["max_score"]) == ("done", 60, 66)   # 60 autograded + 6 written, graded by hand
         assert [a["number"] for a in client.get("/api/submissions", headers=bearer(alice)).json()] == [2, 1]
 
         sign_in(client, prof)

@@ -80,11 +80,23 @@ def parse_canvas_name(file_name: str, path: Path | None = None) -> CanvasFile | 
                       late=bool(match["late"]), attachment=int(match["attachment"]), file_name=match["file"])
 
 
+def is_canvas_zip(path: Path) -> bool:
+    "A zip whose notebooks all sit at its top level, named the way Canvas names them."
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if not n.startswith("__MACOSX/") and not n.endswith("/")]
+    except (zipfile.BadZipFile, OSError):
+        return False
+    notebooks = [n for n in names if n.endswith(".ipynb")]
+    # (a member's folder is judged, and refused, by extract_zip: here only the names say "Canvas")
+    return bool(notebooks) and all(parse_canvas_name(n.rsplit("/", 1)[-1]) for n in notebooks)
+
+
 def is_canvas_download(path: Path) -> bool:
-    "A zip file, or a flat folder in which every notebook is named the way Canvas names them."
+    "A Canvas zip, or a flat folder in which every notebook is named the way Canvas names them."
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".zip":
-        return True
+        return is_canvas_zip(path)
     if not path.is_dir() or (path / "submitted").is_dir():
         return False
     entries = [e for e in path.iterdir() if not e.name.startswith(".") and e.name != "__MACOSX"]
