@@ -16,10 +16,11 @@ Modules:
 - `tinytorch.grading.record`: The record protocol between a hidden check and the grader.
 - `tinytorch.grading.sandbox`: Run one submitted notebook in a fresh, sandboxed, fault-tolerant kernel.
 - `tinytorch.grading.scoring`: Per-check and per-cell scores of an executed notebook, decided in the grader's own process.
+- `tinytorch.grading.similarity`: Which students handed in the same code, and which share the same wrong answers: flags for a person to look at, never a change of score.
+- `tinytorch.grading.term`: What a term adds to an autograded result: written answers graded by hand, the deadline, and regrades — applied when grades.csv is written, never stored in the journal.
 - `tinytorch.serve.app`: The web app of `tito serve` (Starlette; Jinja2 pages with autoescape; signed session cookies).
 - `tinytorch.serve.store`: The durable state of `tito serve`: tokens, the attempts queue and the uploads, in `.tito-serve/`.
 - `tinytorch.serve.worker`: Grading the queue of `tito serve` with a bounded pool of threads, or on a Dask cluster.
-- `tinytorch.grading.similarity`: Which students handed in the same code, and which share the same wrong answers: flags for a person to look at, never a change of score.
 - `tinytorch.student`: The student's side of the course: `tito export` in a student folder, `tito test`, `tito validate`."""
 
 __version__ = "0.9.0"
