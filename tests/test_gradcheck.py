@@ -171,3 +171,20 @@ def test_a_forward_that_is_not_float64_is_refused_by_name():
             return Tensor(np.asarray(x.data, dtype=np.float32))
     with pytest.raises(TypeError, match="float64 Tensor for float64 input, got Tensor of float32"):
         gradcheck(Float32(), np.zeros((1, 1, 2, 2)))
+
+
+def test_inside_a_check_the_failure_opens_with_the_concept_and_records_nothing(capsys):
+    from tinytorch.checks import _failures, check, checks_passed, record_result
+    def flipped(g, x, weight):
+        grad_x, grad_weight, grad_bias = conv2d_backward(g, x, weight, 1, 0)
+        return grad_x, grad_weight[:, :, ::-1, ::-1], grad_bias
+    layer = BuggyConv2d(flipped, 1, 1, 2)
+    layer.weight.data = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    concept = "the gradients of a Conv2d match finite differences"
+    with check("cell:gradient_check", concept):
+        record_result(gradcheck(layer, np.random.default_rng(1).normal(size=(1, 1, 3, 3))).passed)
+    assert len(_failures) == 1 and "cell:gradient_check" not in capsys.readouterr().out
+    with pytest.raises(GradcheckError) as caught:
+        checks_passed()
+    first, second = str(caught.value).splitlines()[:2]
+    assert first == concept and second.startswith("gradcheck failed: the gradient of weight[0, 0, ")

@@ -202,9 +202,10 @@ class GradEntry:
 
 
 class GradcheckError(AssertionError):
-    "A gradient from backward that finite differences disagree with; `.result` holds the whole GradcheckResult."
-    def __init__(self, result):
-        super().__init__(result.message())
+    """A gradient from backward that finite differences disagree with; `.result` holds the whole GradcheckResult.
+    Inside a check the message opens with the check's concept, as every failing check's message does."""
+    def __init__(self, result, concept: str = ""):
+        super().__init__(f"{concept}\n{result.message()}" if concept else result.message())
         self.result = result
 
 
@@ -398,7 +399,8 @@ def gradcheck(layer_or_function, x, *more_inputs, names=None, upstream=None, h: 
         if plot is True or (plot is None and _in_notebook()):
             _show(result.heatmap())
         if raise_on_failure:
-            raise GradcheckError(result)
+            from tinytorch.checks import current_concept
+            raise GradcheckError(result, current_concept())
     return result
 
 
