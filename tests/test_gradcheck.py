@@ -90,6 +90,29 @@ def test_conv_gradients_agree_with_pytorch_in_float64():
                                    err_msg=f"central differences of {name}")
 
 
+@pytest.mark.parametrize("ours, theirs, pairs", [
+    (lambda: MaxPool2d((2, 3), stride=(2, 1), padding=(1, 1)), lambda: torch.nn.MaxPool2d((2, 3), (2, 1), (1, 1)), {}),
+    (lambda: AvgPool2d((2, 3), stride=(2, 1), padding=(1, 1)), lambda: torch.nn.AvgPool2d((2, 3), (2, 1), (1, 1)), {}),
+    (lambda: BatchNorm2d(2), lambda: torch.nn.BatchNorm2d(2), {"gamma": "weight", "beta": "bias"}),
+])
+def test_pool_and_batchnorm_gradients_agree_with_pytorch_in_float64(ours, theirs, pairs):
+    layer, twin = ours(), theirs().double()
+    if pairs:
+        layer.gamma.data[...], layer.beta.data[...] = [1.5, -0.5], [0.25, 1.0]
+        with torch.no_grad():
+            twin.weight.copy_(torch.tensor([1.5, -0.5])), twin.bias.copy_(torch.tensor([0.25, 1.0]))
+    x = np.random.default_rng(12).normal(size=(2, 2, 4, 5))
+    result = gradcheck(layer, x)
+    x_t = torch.tensor(x, requires_grad=True)
+    (twin(x_t) * torch.from_numpy(result.upstream)).sum().backward()
+    true = {"input": x_t.grad} | {mine: getattr(twin, their).grad for mine, their in pairs.items()}
+    assert set(result.analytic) == set(true)
+    for name, gradient in true.items():
+        assert_close(result.analytic[name], gradient, f"gradcheck's backward gradient of {name}")
+        np.testing.assert_allclose(result.numeric[name], gradient.numpy(), rtol=1e-6, atol=1e-8,
+                                   err_msg=f"central differences of {name}")
+
+
 def test_function_form_names_its_inputs():
     w = np.random.default_rng(1).normal(size=(1, 2, 2, 2))
     conv = lambda x, weight: Tensor.from_op(conv2d_loops(x.data, weight.data), (x, weight),
