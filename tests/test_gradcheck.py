@@ -211,3 +211,10 @@ def test_inside_a_check_the_failure_opens_with_the_concept_and_records_nothing(c
         checks_passed()
     first, second = str(caught.value).splitlines()[:2]
     assert first == concept and second.startswith("gradcheck failed: the gradient of weight[0, 0, ")
+
+
+def test_a_nan_gradient_is_never_close():
+    square = lambda t: Tensor.from_op(t.data ** 2, (t,), lambda g: (np.where(t.data > 0, np.nan, 2 * t.data * g),))
+    result = gradcheck(square, np.array([[-1.0, 2.0]]), raise_on_failure=False)
+    assert not result.passed and result.failed == {"input0": 1}
+    assert (result.worst[0].where(), result.worst[0].passed) == ("input0[0, 1]", False)

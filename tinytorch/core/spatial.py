@@ -242,7 +242,7 @@ class GradcheckResult:
         sizes = {name: value.size for name, value in self.analytic.items()}
         if self.passed:
             return (f"gradcheck passed: {sum(sizes.values())} entries of {', '.join(sizes)} agree with finite "
-                    f"differences; the closest calls:\n{self.table()}")
+                    f"differences; the entries nearest the tolerance:\n{self.table()}")
         first = self.worst[0]
         lines = [f"gradcheck failed: the gradient of {first.where()} is {first.analytic:.6g} from backward but "
                  f"{first.numeric:.6g} by finite differences (relative error {first.relative_error:.2g})."]
@@ -326,9 +326,10 @@ def gradcheck(layer_or_function, x, *more_inputs, names=None, upstream=None, h: 
     `gradcheck(layer, x)`: the gradient of the input and of each of the layer's parameters, on a
     float64 copy of the layer (the layer itself is never changed). `gradcheck(function, x, w, ...)`:
     the gradient of each input of a function of Tensors (`names` names them; default input0, ...).
-    The loss is sum(output * upstream) for a fixed random `upstream` (a plain sum would hide wrong
-    signs and wrong routing; drawn from `seed`, or given). On a mismatch it shows a heatmap in a notebook (`plot`) and raises
-    GradcheckError naming the worst entry (`raise_on_failure=False` returns the result instead)."""
+    The loss is sum(output * upstream) for a fixed random `upstream` (drawn from `seed`, or given): a
+    plain sum would hide wrong signs and wrong routing. On a mismatch it shows the heatmap in a notebook
+    (`plot=False`: never; True: always build it) and raises GradcheckError naming the worst entry
+    (`raise_on_failure=False` returns the result instead)."""
     if isinstance(layer_or_function, Module):
         if more_inputs:
             raise TypeError(f"gradcheck(layer, x) takes one input for a layer, got {1 + len(more_inputs)}")
@@ -386,6 +387,7 @@ def gradcheck(layer_or_function, x, *more_inputs, names=None, upstream=None, h: 
         a, n = analytic[name], numeric[name]
         difference = np.abs(a - n)
         outside = difference / (atol + rtol * np.abs(n))               # > 1: outside the tolerance
+        outside[~np.isfinite(outside)] = np.inf                          # a NaN or an infinity is never close
         failed[name] = int((outside > 1).sum())
         scale = np.maximum(np.abs(a), np.abs(n))
         relative = np.divide(difference, scale, out=np.zeros_like(difference), where=scale > 0)
