@@ -61,6 +61,11 @@ def _concept() -> str:
     return _current[-1].concept if _current else "check failed"
 
 
+def current_concept() -> str:
+    "The concept of the check being run, '' outside a check (helpers such as gradcheck open their messages with it)."
+    return _current[-1].concept if _current else ""
+
+
 def record_result(value) -> None:
     "Record `value` under the current check for the grader to compare with the reference, asserting nothing here."
     _record(value)

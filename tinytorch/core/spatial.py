@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['IMPLEMENTATIONS', 'pair', 'output_size', 'pad_input', 'check_input', 'pool_geometry', 'conv2d_loops',
-           'conv2d_backward', 'check_impl', 'Conv2d', 'max_pool2d_loops', 'avg_pool2d_loops', 'max_pool2d_backward',
-           'avg_pool2d_backward', 'MaxPool2d', 'AvgPool2d', 'batch_norm2d_loops', 'batch_norm2d_backward',
-           'BatchNorm2d', 'SimpleCNN']
+           'conv2d_backward', 'check_impl', 'Conv2d', 'GradEntry', 'GradcheckError', 'GradcheckResult', 'gradcheck',
+           'max_pool2d_loops', 'avg_pool2d_loops', 'max_pool2d_backward', 'avg_pool2d_backward', 'MaxPool2d',
+           'AvgPool2d', 'batch_norm2d_loops', 'batch_norm2d_backward', 'BatchNorm2d', 'SimpleCNN']
 
 # %% ../../nbs/09_spatial.ipynb #899e46dd
 import numpy as np
@@ -178,6 +178,233 @@ class Conv2d(Module):
     def __repr__(self) -> str:
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, impl={self.impl!r})")
+
+# %% ../../nbs/09_spatial.ipynb #a16b4481
+import copy
+from dataclasses import dataclass, field
+
+from .tensor import no_grad
+
+
+@dataclass(frozen=True)
+class GradEntry:
+    "One gradient entry: which array (`input` or a parameter's name), where, what backward gave, what finite differences give."
+    parameter: str
+    index: tuple
+    analytic: float
+    numeric: float
+    relative_error: float        # |analytic - numeric| / max(|analytic|, |numeric|); 0 when both are 0
+    over_tolerance: float        # |analytic - numeric| / (atol + rtol * |numeric|): the ranking; above 1 fails
+    passed: bool
+
+    def where(self) -> str:
+        return f"{self.parameter}[{', '.join(str(i) for i in self.index)}]"
+
+
+class GradcheckError(AssertionError):
+    """A gradient from backward that finite differences disagree with; `.result` holds the whole GradcheckResult.
+    Inside a check the message opens with the check's concept, as every failing check's message does."""
+    def __init__(self, result, concept: str = ""):
+        super().__init__(f"{concept}\n{result.message()}" if concept else result.message())
+        self.result = result
+
+
+@dataclass
+class GradcheckResult:
+    "What gradcheck found: passed, the worst entries (worst first) and every gradient both ways, by array name."
+    passed: bool
+    worst: list                                          # GradEntry records, the furthest outside the tolerance first
+    analytic: dict = field(repr=False)                   # name -> gradient from backward (float64)
+    numeric: dict = field(repr=False)                    # name -> central differences (float64)
+    failed: dict = field(default_factory=dict)           # name -> how many of its entries are outside the tolerance
+    no_gradient: tuple = ()                              # arrays backward sent no gradient to
+    upstream: np.ndarray | None = field(default=None, repr=False)   # the loss was sum(output * upstream)
+    _figure: object = field(default=None, repr=False)
+
+    def error_map(self, name: str) -> np.ndarray:
+        """|analytic - numeric| of one array as (channel, row, column) panels: a weight (C_out, C_in, kh, kw)
+        gives C_out * C_in kernels, an input (N, C, H, W) N * C maps, a vector (C,) one row of C."""
+        error = np.abs(self.analytic[name] - self.numeric[name])
+        if error.ndim >= 3:
+            return error.reshape((-1,) + error.shape[-2:])
+        return error.reshape((1,) * (3 - error.ndim) + error.shape)
+
+    def table(self) -> str:
+        "The worst entries as a small text table."
+        rows = [("entry", "backward", "finite diff.", "rel. error", "x tolerance", "")]
+        rows += [(e.where(), f"{e.analytic:.6g}", f"{e.numeric:.6g}", f"{e.relative_error:.2e}",
+                  f"{e.over_tolerance:.3g}", "ok" if e.passed else "WRONG") for e in self.worst]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        return "\n".join("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+    def message(self) -> str:
+        "What a student reads: which array and index is wrong first, then the table."
+        sizes = {name: value.size for name, value in self.analytic.items()}
+        if self.passed:
+            return (f"gradcheck passed: {sum(sizes.values())} entries of {', '.join(sizes)} agree with finite "
+                    f"differences; the entries nearest the tolerance:\n{self.table()}")
+        first = self.worst[0]
+        lines = [f"gradcheck failed: the gradient of {first.where()} is {first.analytic:.6g} from backward but "
+                 f"{first.numeric:.6g} by finite differences (relative error {first.relative_error:.2g})."]
+        lines.append("wrong entries: " + ", ".join(f"{name} {self.failed.get(name, 0)} of {size}" for name, size in sizes.items()))
+        if self.no_gradient:
+            lines.append(f"backward sent no gradient to: {', '.join(self.no_gradient)}")
+        lines.append(self.table())
+        lines.append("heatmap() of this result (error.result of a GradcheckError) shows |backward - finite "
+                     "differences| of every entry, kernel by kernel")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.message()
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(self.message())
+
+    def heatmap(self):
+        """A matplotlib Figure (no window opened): for each array, |backward - finite differences| as one
+        small image per (channel) panel of its error_map, the worst entry boxed."""
+        if self._figure is not None:
+            return self._figure
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Rectangle
+        names = list(self.analytic)
+        maps = {name: self.error_map(name) for name in names}
+        columns = min(8, max(m.shape[0] for m in maps.values()))
+        top = max(float(m.max()) for m in maps.values()) or 1.0             # one colour scale: right arrays stay dark
+        figure = Figure(figsize=(1.9 * columns + 0.8, 1.9 * len(names)), layout="constrained")
+        axes = figure.subplots(len(names), columns, squeeze=False)
+        first = self.worst[0] if self.worst else None
+        for row, name in enumerate(names):
+            panels = maps[name]
+            lead = self.analytic[name].shape[:-2] if self.analytic[name].ndim >= 3 else ()
+            for column in range(columns):
+                ax = axes[row, column]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if column >= panels.shape[0]:
+                    ax.axis("off")
+                    continue
+                image = ax.imshow(panels[column], cmap="magma", vmin=0.0, vmax=top)
+                label = ", ".join(str(i) for i in np.unravel_index(column, lead)) + ", " if lead else ""
+                ax.set_title(f"{name}[{label}:, :]" if lead else name, fontsize=8)
+                if first is not None and first.parameter == name:
+                    *at, r, c = (0,) * max(0, 2 - len(first.index)) + tuple(first.index)
+                    if not lead or int(np.ravel_multi_index(tuple(at), lead)) == column:
+                        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="cyan", linewidth=2))
+            if panels.shape[0] > columns:
+                axes[row, -1].set_title(f"{name}: first {columns} of {panels.shape[0]}", fontsize=8)
+        figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="|backward - finite differences|")
+        figure.suptitle("|backward - finite differences| (the worst entry boxed)", fontsize=9)
+        self._figure = figure
+        return figure
+
+
+def _in_notebook() -> bool:
+    "True inside a Jupyter kernel (where a figure can be displayed), False in plain Python."
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return hasattr(get_ipython(), "kernel")
+
+def _show(figure) -> None:
+    "Display a figure as a PNG when running in a notebook (nothing otherwise): no window, no pyplot state."
+    if not _in_notebook():
+        return
+    import io
+    from IPython.display import Image, display
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    display(Image(data=buffer.getvalue()))
+
+
+def gradcheck(layer_or_function, x, *more_inputs, names=None, upstream=None, h: float = 1e-6,
+              rtol: float = 1e-5, atol: float = 1e-7, show: int = 5, raise_on_failure: bool = True,
+              plot: bool | None = None, seed: int = 20190409) -> GradcheckResult:
+    """Compare every gradient backward computes with central differences, in float64.
+
+    `gradcheck(layer, x)`: the gradient of the input and of each of the layer's parameters, on a
+    float64 copy of the layer (the layer itself is never changed). `gradcheck(function, x, w, ...)`:
+    the gradient of each input of a function of Tensors (`names` names them; default input0, ...).
+    The loss is sum(output * upstream) for a fixed random `upstream` (drawn from `seed`, or given): a
+    plain sum would hide wrong signs and wrong routing. On a mismatch it shows the heatmap in a notebook
+    (`plot=False`: never; True: always build it) and raises GradcheckError naming the worst entry
+    (`raise_on_failure=False` returns the result instead)."""
+    if isinstance(layer_or_function, Module):
+        if more_inputs:
+            raise TypeError(f"gradcheck(layer, x) takes one input for a layer, got {1 + len(more_inputs)}")
+        try:
+            layer = copy.deepcopy(layer_or_function).double()
+            layer.zero_grad()
+        except Exception as error:
+            raise TypeError(f"gradcheck needs a copy of the layer to perturb, and "
+                            f"{type(layer_or_function).__name__} cannot be copied: {error}") from error
+        leaves = {"input": Tensor(np.array(getattr(x, "data", x), dtype=np.float64), requires_grad=True)}
+        leaves.update(layer.named_parameters())
+        run = lambda: layer(leaves["input"])
+    elif callable(layer_or_function):
+        inputs = (x,) + more_inputs
+        names = tuple(names) if names is not None else tuple(f"input{i}" for i in range(len(inputs)))
+        if len(names) != len(inputs):
+            raise ValueError(f"names must name each of the {len(inputs)} inputs, got {names!r}")
+        leaves = {name: Tensor(np.array(getattr(value, "data", value), dtype=np.float64), requires_grad=True)
+                  for name, value in zip(names, inputs)}
+        run = lambda: layer_or_function(*leaves.values())
+    else:
+        raise TypeError(f"gradcheck expects a Module or a function of Tensors, got {type(layer_or_function).__name__}")
+
+    out = run()
+    if not isinstance(out, Tensor) or out.dtype != np.float64:
+        raise TypeError(
+            f"gradcheck needs the forward to return a float64 Tensor for float64 input, got "
+            f"{type(out).__name__}{'' if not isinstance(out, Tensor) else ' of ' + str(out.dtype)}")
+    weights = (np.random.default_rng(seed).standard_normal(out.shape) if upstream is None
+               else np.broadcast_to(np.asarray(upstream, dtype=np.float64), out.shape))
+    out.backward(weights)
+    analytic = {name: np.zeros_like(leaf.data) if leaf.grad is None else np.array(leaf.grad, dtype=np.float64)
+                for name, leaf in leaves.items()}
+    no_gradient = tuple(name for name, leaf in leaves.items() if leaf.grad is None)
+
+    def loss() -> float:
+        with no_grad():
+            return float(np.sum(np.asarray(run().data, dtype=np.float64) * weights))
+
+    numeric = {}
+    for name, leaf in leaves.items():
+        values, grad = leaf.data, np.zeros_like(leaf.data)
+        for index in np.ndindex(values.shape):
+            saved = values[index]
+            values[index] = saved + h
+            plus = loss()
+            values[index] = saved - h
+            minus = loss()
+            values[index] = saved
+            grad[index] = (plus - minus) / (2 * h)
+        numeric[name] = grad
+
+    entries, failed = [], {}
+    for name in leaves:
+        a, n = analytic[name], numeric[name]
+        difference = np.abs(a - n)
+        outside = difference / (atol + rtol * np.abs(n))               # > 1: outside the tolerance
+        outside[~np.isfinite(outside)] = np.inf                          # a NaN or an infinity is never close
+        failed[name] = int((outside > 1).sum())
+        scale = np.maximum(np.abs(a), np.abs(n))
+        relative = np.divide(difference, scale, out=np.zeros_like(difference), where=scale > 0)
+        entries += [GradEntry(name, tuple(int(k) for k in i), float(a[i]), float(n[i]), float(relative[i]),
+                              float(outside[i]), bool(outside[i] <= 1)) for i in np.ndindex(a.shape)]
+    entries.sort(key=lambda entry: -entry.over_tolerance)
+    result = GradcheckResult(passed=not any(failed.values()), worst=entries[:show],
+                             analytic=analytic, numeric=numeric, failed=failed, no_gradient=no_gradient,
+                             upstream=weights)
+    if not result.passed:
+        if plot is True or (plot is None and _in_notebook()):
+            _show(result.heatmap())
+        if raise_on_failure:
+            from tinytorch.checks import current_concept
+            raise GradcheckError(result, current_concept())
+    return result
+
 
 # %% ../../nbs/09_spatial.ipynb #bc13a8b5
 def max_pool2d_loops(x, kernel_size, stride=None, padding=0) -> np.ndarray:
