@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tinytorch.checks import attempt, check, checks_passed, expect_close, expect_raises, hidden_check, record_result
-from tinytorch.grading.record import decode_records, encode_record
+from tinytorch.grading.record import Record, decode_records, encode_record
 from tinytorch.grading.scoring import score_cell, split_points
 
 
@@ -154,3 +154,36 @@ def test_a_record_printed_twice_never_scores():
     forged = encode_record("cell:b", [4.0], "") + "\n" + encode_record("cell:b", [4.0], "")
     score = score_cell(executed(forged), 6.0, REFERENCE)
     assert [c.earned for c in score.checks] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("got, expected, how", [
+    (np.ones((1, 2)), np.ones((2, 1)), "the result has shape (1, 2), expected (2, 1)"),
+    (-np.arange(1.0, 5.0), np.arange(1.0, 5.0), "every value has the wrong sign"),
+    (np.zeros(3), np.array([1.0, -2.0, 3.0]), "every value is 0"),
+    (np.array([2.0, 4.0, 0.0]), np.array([1.0, 2.0, 0.0]), "every value is 2 times the expected one"),
+    (np.array([1.5, 2.5, 3.5]), np.array([1.0, 2.0, 3.0]), "every value is off by the same amount (+0.5)"),
+    (np.array([1.0, np.nan]), np.array([1.0, 2.0]), "1 of 2 values are NaN or infinite"),
+])
+def test_a_wrong_record_is_described_without_its_values(got, expected, how):
+    from tinytorch.grading.scoring import how_it_differs
+    assert how_it_differs(Record(got, "c"), Record(expected, "c")) == how
+
+
+def test_one_wrong_channel_or_a_few_values_are_located():
+    from tinytorch.grading.scoring import how_it_differs
+    expected = np.arange(2 * 3 * 2 * 2, dtype=np.float64).reshape(2, 3, 2, 2) + 1.0
+    one_channel = expected.copy()
+    one_channel[:, 1] *= -3.0
+    assert how_it_differs(Record(one_channel, "c"), Record(expected, "c")) == "only channel 1 of 3 is wrong"
+    scattered = expected.copy()
+    scattered[0, 0, 1, 1] += 5.0
+    scattered[1, 2, 0, 0] += 1.0
+    assert how_it_differs(Record(scattered, "c"), Record(expected, "c")) == \
+        "2 of 24 values differ, the largest at index (0, 0, 1, 1)"
+
+
+def test_the_feedback_line_says_how_a_check_differs():
+    from tinytorch.grading.feedback import _check_lines
+    from tinytorch.grading.scoring import CheckResult
+    line, = _check_lines([CheckResult("the window sum", 2.0, 0.0, ("cell:sum",), False, "every value is 0")], [])
+    assert line.startswith("- ✗ `cell:sum` 0\u00a0/\u00a02: the window sum (every value is 0)")

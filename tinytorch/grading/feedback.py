@@ -74,7 +74,9 @@ def _check_lines(checks, forbidden: list) -> list:
         more = f" (+{len(result.records) - 1} like it)" if len(result.records) > 1 else ""
         line = f"- {mark} `{result.records[0]}`{more} {result.earned:.3g}\u00a0/\u00a0{result.points:.3g}"
         if not result.passed:
-            why = "not recorded: the cell stopped before this check" if result.missing else result.concept
+            why = result.concept + (f" ({result.how})" if result.how else
+                                    " (nothing recorded: an error stopped this check or the code before it)"
+                                    if result.missing else "")
             line += ": " + _clean_text(html.escape(why), forbidden).strip()
         lines.append(line)
     return lines

@@ -76,6 +76,7 @@ class CheckResult:
     earned: float
     records: tuple                 # the reference's record names
     missing: bool = False          # at least one record was not printed (the cell stopped before it)
+    how: str = ""                  # how the first wrong record differs (shape, sign, scale, one channel, …)
 
     @property
     def passed(self) -> bool:
@@ -88,6 +89,41 @@ class CellScore:
     max_points: float
     checks: tuple = ()             # CheckResult per concept, in the reference's order
     reasons: tuple = ()            # why points were lost (the error first), in a student's words
+
+
+def how_it_differs(got: Record, expected: Record) -> str:
+    """What a wrong record has in common with the right one, in a student's words: the shape, the
+    sign, a scale or an offset, the one channel (axis 1) or image (axis 0) that is off, or how many
+    values differ. Never the values themselves (a hidden check's inputs stay hidden)."""
+    a, b = np.asarray(got.value, dtype=np.float64), np.asarray(expected.value, dtype=np.float64)
+    if got.repeated:
+        return "the result was printed more than once"
+    if a.shape != b.shape:
+        return f"the result has shape {a.shape}, expected {b.shape}"
+    if not np.isfinite(a).all():
+        return f"{int((~np.isfinite(a)).sum())} of {a.size} values are NaN or infinite"
+    close = lambda x, y: bool(np.allclose(x, y, rtol=RTOL, atol=ATOL))   # noqa: E731
+    if close(a, -b):
+        return "every value has the wrong sign"
+    if close(a, 0) and not close(b, 0):
+        return "every value is 0"
+    nonzero = np.abs(b) > ATOL
+    if nonzero.any():
+        ratio = a[nonzero] / b[nonzero]
+        if np.allclose(ratio, ratio.flat[0], rtol=1e-6) and close(a[~nonzero], 0):
+            return f"every value is {float(ratio.flat[0]):.3g} times the expected one"
+    offset = a - b
+    if np.allclose(offset, offset.flat[0], rtol=1e-6, atol=ATOL):
+        return f"every value is off by the same amount ({float(offset.flat[0]):+.3g})"
+    if a.ndim == 4:
+        for axis, name in ((1, "channel"), (0, "image")):
+            bad = [i for i in range(a.shape[axis]) if not close(np.take(a, i, axis), np.take(b, i, axis))]
+            if len(bad) == 1 and a.shape[axis] > 1:
+                return f"only {name} {bad[0]} of {a.shape[axis]} is wrong"
+    wrong = ~np.isclose(a, b, rtol=RTOL, atol=ATOL)
+    where = np.unravel_index(int(np.argmax(np.abs(offset))), a.shape) if a.ndim else ()
+    return (f"{int(wrong.sum())} of {a.size} values differ, the largest at index {tuple(int(i) for i in where)}"
+            if a.ndim else "the value differs")
 
 
 def split_points(reference: dict, max_points: float) -> list:
@@ -119,7 +155,9 @@ def score_cell(cell, max_points: float, reference: dict) -> CellScore:
     for concept, names, points in split_points(reference, max_points):
         missing = any(name not in printed for name in names)
         earned = points if all(record_matches(reference[n], printed.get(n)) for n in names) else 0.0
-        checks.append(CheckResult(concept, points, earned, names, missing))
+        wrong = [n for n in names if n in printed and not record_matches(reference[n], printed[n])]
+        how = how_it_differs(printed[wrong[0]], reference[wrong[0]]) if wrong and not earned else ""
+        checks.append(CheckResult(concept, points, earned, names, missing, how))
         if earned != points and not (missing and error is not None):
             reasons.append(f"{concept} (no result was recorded)" if missing else concept)
     if not checks:
