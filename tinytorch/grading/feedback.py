@@ -13,8 +13,8 @@ import nbformat
 from tinytorch.grading.notebooks import (HIDDEN, MARK_SCHEME, MARKER_WORDS, cell_text, grade_id, is_graded,
                                          is_restored, neutralise_markers, strip_region)
 from tinytorch.grading.record import MARKER
+from tinytorch.grading.scoring import ANSI
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TAG = re.compile(r"<[^>]*>")
 # Output types shown as-is; html/javascript from a student's kernel is dropped.
 SAFE_MIMES = ("text/plain", "image/png", "image/jpeg")
