@@ -187,3 +187,19 @@ def test_the_feedback_line_says_how_a_check_differs():
     from tinytorch.grading.scoring import CheckResult
     line, = _check_lines([CheckResult("the window sum", 2.0, 0.0, ("cell:sum",), False, "every value is 0")], [])
     assert line.startswith("- ✗ `cell:sum` 0\u00a0/\u00a02: the window sum (every value is 0)")
+
+
+def test_an_index_error_in_the_students_loops_says_which_index_left_which_axis():
+    from tinytorch.grading.scoring import error_summary
+    error = {"ename": "IndexError", "evalue": "index 5 is out of bounds for axis 2 with size 5",
+             "traceback": ["Traceback (most recent call last):\n",
+                           "  Cell \x1b[92mIn[7]\x1b[39m, line 4\n    expect_close(conv2d_loops(x, ones), ...)\n",
+                           "  Cell In[6], line 24 in \x1b[35mconv2d_loops\x1b[39m\n    total += x_padded[b, c, h, w]\n",
+                           "IndexError: index 5 is out of bounds for axis 2 with size 5\n"]}
+    summary = error_summary(error)
+    assert summary.startswith("IndexError in conv2d_loops: index 5 left axis 2 (rows (H) of an (N, C, H, W) array, size 5)")
+    assert "window starting at out * stride + k stays inside the padded input" in summary
+    broadcast = {"ename": "ValueError", "evalue": "operands could not be broadcast together with shapes (2,3) (4,)",
+                 "traceback": ["  File /x.py:3 in batch_norm2d_loops\n"]}
+    assert error_summary(broadcast).startswith("ValueError in batch_norm2d_loops: operands could not be broadcast")
+    assert error_summary({"ename": "KeyError", "evalue": "'w'", "traceback": []}) == "KeyError: 'w'"

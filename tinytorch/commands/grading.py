@@ -111,5 +111,5 @@ def run_grade(args) -> int:
 
 
 def run_demo(args) -> int:
-    from tinytorch.grading.demo import run_demo as demo
+    from tinytorch.commands.demo import run_demo as demo
     return demo(project_root(), out=args.out, jobs=args.jobs, no_sandbox=args.no_sandbox)

@@ -13,8 +13,8 @@ import nbformat
 from tinytorch.grading.notebooks import (HIDDEN, MARK_SCHEME, MARKER_WORDS, cell_text, grade_id, is_graded,
                                          is_restored, neutralise_markers, strip_region)
 from tinytorch.grading.record import MARKER
+from tinytorch.grading.scoring import ANSI
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TAG = re.compile(r"<[^>]*>")
 # Output types shown as-is; html/javascript from a student's kernel is dropped.
 SAFE_MIMES = ("text/plain", "image/png", "image/jpeg")
@@ -230,9 +230,14 @@ def inert_page(body: str) -> str:
     return body[:head.end()] + "\n" + meta + body[head.end():]
 
 
+# The template's own <style> (~265 KB of CSS on every page) holds nothing a student wrote (their
+# text is escaped or sanitised before it reaches the page), so the leak scan need not read it.
+STYLE = re.compile(r"<style\b[^>]*>.*?</style\s*>", re.S | re.I)
+
+
 def html_text(body: str) -> str:
     "The visible text of an HTML page (what a leak would look like to a reader)."
-    return html.unescape(TAG.sub("", body))
+    return html.unescape(TAG.sub("", STYLE.sub("", body)))
 
 
 def find_leaks(body: str, secrets: dict, submission_text: str) -> list:

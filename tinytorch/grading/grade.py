@@ -563,12 +563,15 @@ class Gradebook:
     def _write(self, result: Result) -> None:
         self.gb.update_or_create_student(result.student)
         self.gb.update_or_create_submission(self.module, result.student)
+        # one query for the submission's grades (nbgrader's find_grade is a query per cell)
+        grades = {grade.name: grade for grade in
+                  self.gb.find_submission_notebook(self.notebook, self.module, result.student).grades}
         for gid, score in result.cells.items():
-            grade = self.gb.find_grade(gid, self.notebook, self.module, result.student)
+            grade = grades[gid]
             grade.auto_score = score
             grade.needs_manual_grade = grade.manual_score is not None   # as nbgrader's autograde marks it
         for gid, _ in self.manual_cells:   # a written answer waits for a person until one has scored it
-            grade = self.gb.find_grade(gid, self.notebook, self.module, result.student)
+            grade = grades[gid]
             blank = gid in result.blank_answers or result.status == "invalid"   # nothing to read: 0
             grade.auto_score = 0.0 if blank else None
             grade.needs_manual_grade = grade.manual_score is None and not blank

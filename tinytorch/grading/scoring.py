@@ -42,7 +42,38 @@ def short(text: str, limit: int = MAX_MESSAGE) -> str:
 
 # IPython names each cell's code after a hash of its text: "(3440546843.py, line 4)" means
 # nothing to a student (and changes with every edit of the cell), "(line 4)" does.
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 CELL_FILE = re.compile(r"\([^()]*?\b\d+\.py, line (\d+)\)")
+
+
+# What an axis of an (N, C, H, W) array holds, for explaining an IndexError in the student's loops.
+AXES = {0: "images (N)", 1: "channels (C)", 2: "rows (H)", 3: "columns (W)"}
+OUT_OF_BOUNDS = re.compile(r"index (-?\d+) is out of bounds for axis (\d+) with size (\d+)")
+FRAME = re.compile(r"\bin ([A-Za-z]\w*)\s*$")
+
+
+def _raised_in(error) -> str:
+    "The innermost named function of the traceback (the student's or the course's; hidden helpers start with _)."
+    names = [match[1] for line in error.get("traceback", []) or []
+             for match in [FRAME.search(ANSI.sub("", str(line)).splitlines()[0] if str(line).strip() else "")]
+             if match]
+    return names[-1] if names else ""
+
+
+def explain_error(name: str, value: str, where: str) -> str:
+    "An error in a student's words: which index left which axis, which shapes did not line up."
+    inside = f" in {where}" if where else ""
+    bounds = OUT_OF_BOUNDS.search(value)
+    if name == "IndexError" and bounds:
+        index, axis, size = (int(g) for g in bounds.groups())
+        axis_name = AXES.get(axis, f"axis {axis}")
+        return (f"IndexError{inside}: index {index} left axis {axis} ({axis_name} of an (N, C, H, W) array, "
+                f"size {size}): a loop or a window start runs past the end of that axis; check its range, and "
+                f"that a window starting at out * stride + k stays inside the padded input")
+    if name == "ValueError" and "could not be broadcast" in value:
+        return (f"ValueError{inside}: {short(value, 120)}: the two arrays' shapes do not line up; print both "
+                f"shapes and compare them with the shape contract")
+    return ""
 
 
 def error_summary(error) -> str:
@@ -52,6 +83,9 @@ def error_summary(error) -> str:
     value = [line for line in value if MARKER not in line]
     if not value or not value[0].strip():
         return name
+    explained = explain_error(name, value[0], _raised_in(error))
+    if explained:
+        return short(explained, 300)
     # A failing check's message is its concept in a student's words: show it alone.
     return short(value[0]) if name == "AssertionError" else f"{name}: {short(value[0])}"
 
