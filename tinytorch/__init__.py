@@ -3,8 +3,8 @@
 Modules:
 
 - `tinytorch.checks`: Checks that run on their own: the visible and hidden checks of a graded cell.
+- `tinytorch.commands.demo`: `tito demo` (what `make demo` runs): the instructor's whole loop on the bundled samples.
 - `tinytorch.grading.deadline`: Deadlines, grace, late penalties and extensions (settings.ini `[deadline]`).
-- `tinytorch.grading.demo`: `tito demo` (what `make demo` runs): the instructor's whole loop on the bundled samples.
 - `tinytorch.grading.distributed`: Grading beyond one machine: run a per-submission function on a Dask distributed cluster.
 - `tinytorch.grading.feedback`: Feedback a student may read: the executed notebook with hidden tests and mark schemes cleared, every graded cell followed by its score and the concepts it missed, and nothing that quotes hidden code (no tracebacks, no record lines, no line of a hidden test or solution that is not the student's own).
 - `tinytorch.grading.grade`: `tito grade DIR`: grade a class of submissions, one sandboxed kernel each.
