@@ -38,7 +38,7 @@ from tinytorch.grading.scoring import grade_cells, reference_records_of, score_c
 from tinytorch.grading.record import decode_records, encode_record
 from tinytorch.grading import term
 from tinytorch.grading.deadline import DeadlineError, load_policy as load_deadline, timestamp_beside
-from tinytorch.grading.term import Manual
+from tinytorch.grading.term import Manual, render_detail
 
 STATE = ".tito-grade"          # journal and reference cache, inside the output folder
 FROM_SETTINGS = object()       # grade_batch(deadline=...): read settings.ini's [deadline]
@@ -162,11 +162,6 @@ class Result:
 def points_text(points: float) -> str:
     "Points as grades.csv writes them: hundredths at most, no trailing zeros (12, 7.5, 3.33)."
     return f"{round(points, 2):g}"
-
-
-def render_detail(notes: list) -> str:
-    "The `detail` column: the notes' texts, in order."
-    return "; ".join(text for _, text in notes if text)
 
 
 def _spreadsheet_safe(text: str) -> str:
@@ -415,8 +410,8 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
     messages = {gid: list(score.reasons) for gid, score in scores.items() if score.reasons}
     if assignment.variants:   # a wrong record a known misconception explains is named by it
         from tinytorch.grading.misconceptions import name_them
-        for gid, explanations in name_them(reference_records_of(result.notebook), reference, assignment.variants,
-                                           assignment.misconceptions).items():
+        printed = {gid: score.printed for gid, score in scores.items()}
+        for gid, explanations in name_them(printed, reference, assignment.variants, assignment.misconceptions).items():
             messages[gid] = explanations[:1] + messages.get(gid, [])
     findings, elsewhere = [], []
     if assignment.policy is not None:   # library use: a static scan, then on_use (tinytorch.grading.policy)
@@ -590,7 +585,7 @@ class Gradebook:
                 waiting.append(points)
             else:   # a person's score, or 0 for an answer left blank (nbgrader's "No response")
                 given.append(float(grade.manual_score if grade.manual_score is not None else grade.auto_score or 0.0))
-        return Manual(score=round(sum(given), 2), pending=sum(waiting), graded=len(given), waiting=len(waiting))
+        return Manual(score=round(sum(given), 2), pending=sum(waiting))
 
     def close(self) -> None:
         self.gb.close()
@@ -878,16 +873,16 @@ def load_misconceptions(assignment: Assignment, course: Path, state: Path) -> No
 def _with_term(result: Result, sub: Submission, assignment: Assignment, due, submitted_at, gradebook) -> Result:
     "The row grades.csv shows: written answers graded by hand added, the late penalty applied."
     ungraded = result.status in ("missing", "invalid")
-    lateness = None
+    lateness, notes = None, []
     if due is not None and not ungraded:
         when, problem = timestamp_beside(sub.path)
         if when is None:
             when = (submitted_at or {}).get(sub.student)
+        if problem and when is None:   # a bad timestamp.txt matters only when nothing else says when
+            notes = [["deadline", problem]]
         lateness = due.assess(sub.student, when)
-        if problem and when is None:
-            result = replace(result, detail="; ".join(p for p in (result.detail, problem) if p))
     manual = gradebook.manual(sub.student) if assignment.manual and not ungraded else None
-    return term.finalise(result, lateness, manual, ungraded)
+    return term.finalise(result, lateness, manual, ungraded, notes)
 
 
 def limits_for(settings, sandbox: bool, **overrides):

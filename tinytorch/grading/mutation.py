@@ -265,9 +265,8 @@ def _run_cell(source: str, namespace: dict, seconds: int, asserts: bool = True) 
         signal.alarm(0)
 
 
-def _records_match(reference: dict, printed: str) -> str:
-    "'' when every reference record is printed and matches (the grader's own comparison); else the first that does not."
-    got = decode_records(printed)
+def _records_match(reference: dict, got: dict) -> str:
+    "'' when every reference record was printed (`got`, decoded) and matches (the grader's own comparison); else the first that does not."
     for name, expected in reference.items():
         if name not in got:
             return f"record {name} missing"
@@ -276,9 +275,8 @@ def _records_match(reference: dict, printed: str) -> str:
     return ""
 
 
-def _points_kept(reference: dict, printed: str, max_points: float) -> float:
-    "The points a graded cell keeps under the grader's per-check rule (scoring.split_points)."
-    got = decode_records(printed)
+def _points_kept(reference: dict, got: dict, max_points: float) -> float:
+    "The points a graded cell keeps under the grader's per-check rule (scoring.split_points); `got` decoded."
     return sum(points for _, names, points in split_points(reference, max_points)
                if all(record_matches(reference[n], got.get(n)) for n in names))
 
@@ -341,15 +339,15 @@ class _Worker:
             for (index, source, reference, points), gid in zip(self.graded, self.graded_ids):
                 error, printed = _run_cell(source, self.namespace, self.cell_seconds,
                                            asserts=self.verdict == "grader")
-                seen[gid] = decode_records(printed)
+                seen[gid] = got = decode_records(printed)
                 reason = f"graded cell {index}: {error}" if error and self.verdict == "grader" else ""
                 if not reason:
-                    mismatch = _records_match(reference, printed)
+                    mismatch = _records_match(reference, got)
                     reason = f"graded cell {index}: {mismatch}" if mismatch else ""
                 first = first or reason
                 if first and not self.points:
                     return Outcome(mutant, True, first)
-                kept += _points_kept(reference, printed, points) if self.points else 0.0
+                kept += _points_kept(reference, got, points) if self.points else 0.0
             lost = (1.0 - kept / total) if self.points and total else None
             named = None
             if self.points and self.library:

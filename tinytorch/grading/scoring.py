@@ -7,7 +7,7 @@ shape and values (np.allclose, rtol=1e-5, atol=1e-6). An error that stopped the 
 checks that had not recorded yet; stderr is not an error. The student's process never decides
 anything: its own verdicts (asserts) only help the student read what went wrong."""
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -123,6 +123,7 @@ class CellScore:
     max_points: float
     checks: tuple = ()             # CheckResult per concept, in the reference's order
     reasons: tuple = ()            # why points were lost (the error first), in a student's words
+    printed: dict = field(default_factory=dict)   # the records the submission printed: {name: Record}
 
 
 def how_it_differs(got: Record, expected: Record) -> str:
@@ -198,7 +199,7 @@ def score_cell(cell, max_points: float, reference: dict) -> CellScore:
         earned = 0.0 if error is not None else max_points
     else:
         earned = max_points if all(c.passed for c in checks) else round(sum(c.earned for c in checks), 2)
-    return CellScore(earned, max_points, tuple(checks), tuple(dict.fromkeys(reasons)))
+    return CellScore(earned, max_points, tuple(checks), tuple(dict.fromkeys(reasons)), printed)
 
 
 def grade_cells(executed, graded: list, reference: dict) -> dict:

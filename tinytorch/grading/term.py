@@ -35,24 +35,29 @@ class Manual:
     "A student's written answers: points a person gave, and points still waiting for a person."
     score: float = 0.0
     pending: float = 0.0
-    graded: int = 0
-    waiting: int = 0
 
 
-def finalise(result, lateness: Lateness | None, manual: Manual | None, ungraded: bool = False):
+def render_detail(notes: list) -> str:
+    "The `detail` column: the texts of a row's notes ([kind, text] pairs), in order."
+    return "; ".join(text for _, text in notes if text)
+
+
+def finalise(result, lateness: Lateness | None, manual: Manual | None, ungraded: bool = False, notes: list = ()):
     """`result` as grades.csv shows it: manual points added, the late penalty taken off, and
-    `detail` saying how (the facts stay in their own fields). `ungraded`: missing or unreadable
-    notebooks get neither manual points nor a penalty."""
+    `notes` ([kind, text]) plus how the penalty was computed added to its notes and `detail` (the
+    facts stay in their own fields). `ungraded`: missing or unreadable notebooks get neither
+    manual points nor a penalty. The journal's `result` itself is left as it was."""
     manual = manual or Manual()
     raw = round(result.score + (0.0 if ungraded else manual.score), 2)
     penalty = 0.0 if ungraded or lateness is None else lateness.penalty(raw, result.max_score)
     # (written answers still to grade are the needs_manual column and the summary's count, not a reason in detail)
-    notes = [] if ungraded or lateness is None else [lateness.explain(raw, result.max_score)]
-    detail = "; ".join([part for part in [result.detail, *notes] if part])
+    kept = list(result.notes) or ([["detail", result.detail]] if result.detail else [])   # older rows had no notes
+    added = list(notes) + ([] if ungraded or lateness is None else [["deadline", lateness.explain(raw, result.max_score)]])
     late = lateness.late_by_hours if lateness is not None and lateness.known else None
     return replace(result, score=round(max(0.0, raw - penalty), 2), raw_score=raw, penalty=round(penalty, 2),
                    late_by_hours=None if late is None else round(late, 2), manual_score=0.0 if ungraded else manual.score,
-                   needs_manual=0.0 if ungraded else manual.pending, late=late_state(lateness), detail=detail)
+                   needs_manual=0.0 if ungraded else manual.pending, late=late_state(lateness),
+                   notes=kept + added, detail=render_detail(kept + added))
 
 
 @dataclass(frozen=True)
