@@ -34,7 +34,7 @@ from tinytorch.grading.executor import KernelLimits, execute_notebook, sandbox_a
 from tinytorch.grading.notebooks import (MARKER_WORDS, InvalidNotebook, cell_text, content_hash, demo_cells,
                                          file_hash, grade_id, graded_cells, is_demo, is_graded, manual_cells,
                                          nbgrader_meta, read_submission, restore_cells, secret_lines)
-from tinytorch.grading.scoring import grade_cells, reference_records_of, score_cells, short
+from tinytorch.grading.scoring import grade_cells, points_and_reasons, reference_records_of, score_cells, short
 from tinytorch.grading.record import decode_records, encode_record
 from tinytorch.grading import term
 from tinytorch.grading.deadline import DeadlineError, load_policy as load_deadline, timestamp_beside
@@ -406,8 +406,7 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     scores = grade_cells(result.notebook, assignment.graded, reference)
-    points = {gid: score.points for gid, score in scores.items()}
-    messages = {gid: list(score.reasons) for gid, score in scores.items() if score.reasons}
+    points, messages = points_and_reasons(scores)
     if assignment.variants:   # a wrong record a known misconception explains is named by it
         from tinytorch.grading.misconceptions import name_them
         printed = {gid: score.printed for gid, score in scores.items()}

@@ -208,8 +208,12 @@ def grade_cells(executed, graded: list, reference: dict) -> dict:
     return {gid: score_cell(cells.get(gid), max_points, reference.get(gid, {})) for gid, max_points in graded}
 
 
-def score_cells(executed, graded: list, reference: dict) -> tuple:
-    "(points by grade id, {grade_id: [reasons]} of the cells that lost points or raised)."
-    scores = grade_cells(executed, graded, reference)
+def points_and_reasons(scores: dict) -> tuple:
+    "(points by grade id, {grade_id: [reasons]} of the cells that lost points or raised) of grade_cells' scores."
     return ({gid: score.points for gid, score in scores.items()},
             {gid: list(score.reasons) for gid, score in scores.items() if score.reasons})
+
+
+def score_cells(executed, graded: list, reference: dict) -> tuple:
+    "points_and_reasons of an executed notebook."
+    return points_and_reasons(grade_cells(executed, graded, reference))
