@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tinytorch.grading.grade import grade_batch, limits_for   # noqa: E402
-from tinytorch.settings import load_settings                   # noqa: E402
+from tito.grading.grade import grade_batch, limits_for   # noqa: E402
+from tito.settings import load_settings                   # noqa: E402
 
 
 def make_class(folder: Path, n: int) -> Path:

@@ -214,7 +214,7 @@ def torch_layers() -> dict:
 
 # -- digits training -----------------------------------------------------------------------------
 def digits_run(side: str, epochs: int, seed: int) -> dict:
-    from tinytorch.commands.training import DEFAULTS
+    from tito.commands.training import DEFAULTS
     from tinytorch.core.training import TrainConfig, build_model, cosine_lr, epoch_batches, fit, predict
     from tinytorch.data import load_digits
     data = load_digits(upsample=DIGITS_UPSAMPLE)
@@ -253,7 +253,7 @@ def digits_run(side: str, epochs: int, seed: int) -> dict:
 
 def digits_loops(epochs: int, train_limit: int, seed: int) -> dict:
     "The loop implementation on the digits: a fair schedule that fits in a few minutes."
-    from tinytorch.commands.training import LOOPS_DEFAULTS as recipe   # what `tito train --impl loops` uses
+    from tito.commands.training import LOOPS_DEFAULTS as recipe   # what `tito train --impl loops` uses
     from tinytorch.core.training import TrainConfig, build_model, fit, predict
     from tinytorch.data import load_digits
     data = load_digits(upsample=recipe["upsample"]).subset(train=train_limit)   # 8×8: a quarter of the loops' work

@@ -68,13 +68,13 @@ def main() -> int:
     parser.add_argument("--no-sandbox", action="store_true")
     args = parser.parse_args()
     import httpx
-    from tinytorch.serve.store import Store
+    from tito.serve.store import Store
 
     course = Path(tempfile.mkdtemp(prefix="tito-serve-bench-"))
     store = Store(course)
     token = store.issue_token("bench")
     port = _free_port()
-    command = [sys.executable, "-m", "tinytorch.cli", "serve", "--course", str(course), "--port", str(port),
+    command = [sys.executable, "-m", "tito.cli", "serve", "--course", str(course), "--port", str(port),
                "--attempts-per-hour", "0", "--min-gap-seconds", "0", "--workers", "1"]
     if args.no_sandbox:
         command.append("--no-sandbox")

@@ -50,9 +50,9 @@ def main(argv=None) -> int:
     parser.add_argument("--graded", type=int, default=8, help="submissions actually graded to measure grading")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
-    from tinytorch.grading.grade import grade_batch, limits_for
-    from tinytorch.grading.similarity import compare_class
-    from tinytorch.settings import load_settings
+    from tito.grading.grade import grade_batch, limits_for
+    from tito.grading.similarity import compare_class
+    from tito.settings import load_settings
     scratch = Path(tempfile.mkdtemp(prefix="tito-bench-similarity-"))
     try:
         class_dir = make_class(scratch / "submitted", args.students)

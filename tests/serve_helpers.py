@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from test_browser import _free_port as free_port
-from tinytorch.serve.store import ServeSettings
+from tito.serve.store import ServeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "submissions" / "submitted"
@@ -36,7 +36,7 @@ def new_course(folder: Path) -> Path:
 
 
 def make_service(folder: Path, serve_settings: ServeSettings = OPEN, **options):
-    from tinytorch.serve.app import build_service
+    from tito.serve.app import build_service
     course = new_course(folder)
     options = {**FAST, "autostart": False, **options}
     service = build_service(course, root=ROOT, serve_settings=serve_settings, **options)
@@ -83,7 +83,7 @@ class ServeProcess:
     def __init__(self, course: Path, log: Path, *extra: str):
         self.course, self.port, self.log_path = course, free_port(), log
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "tinytorch.cli", "serve", "--course", str(course), "--port", str(self.port),
+        command = [sys.executable, "-m", "tito.cli", "serve", "--course", str(course), "--port", str(self.port),
                    "--cell-timeout", "10", *extra]
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self.log = open(log, "a")

@@ -5,14 +5,16 @@ import against the grain fails here instead of in a student's kernel."""
 import ast
 from pathlib import Path
 
-from tinytorch.grading.sandbox import STUDENT_RUNTIME_FILES
+from tito.grading.sandbox import STUDENT_RUNTIME_FILES
 
-PACKAGE = Path(__file__).resolve().parents[1] / "tinytorch"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "tinytorch"     # the library: what `import tinytorch` gives anyone, student or not
+TOOLS = ROOT / "tito"            # the course tooling: command line, grading, serve, the student's side
 # layer -> the layers it may import (besides itself and the standard library / third-party packages)
 ALLOWED = {
-    "library": {"library"},                              # tinytorch.core.*, tinytorch.data, tinytorch.checks
-    "grading": {"library", "grading", "support"},        # tinytorch.grading.*
-    "support": {"library", "support", "grading"},        # settings, paths, student (tito's student side)
+    "library": {"library"},                              # tinytorch.*: core, data, checks, record
+    "grading": {"library", "grading", "support"},        # tito.grading.*
+    "support": {"library", "support", "grading"},        # tito.settings, .paths, .student (the student's side)
     "serve": {"library", "grading", "support", "serve"},
     "commands": {"library", "grading", "support", "serve", "commands"},
 }
@@ -20,22 +22,22 @@ ALLOWED = {
 
 def layer(module: str) -> str:
     parts = module.split(".")
-    if parts[:2] == ["tinytorch", "core"] or module in ("tinytorch", "tinytorch.data", "tinytorch.checks",
-                                                         "tinytorch.grading", "tinytorch.grading.record"):
+    if parts[0] == "tinytorch":
         return "library"   # what a student imports: the layers, the data, the checks and the record protocol
-    if parts[:2] == ["tinytorch", "grading"]:
+    if parts[:2] == ["tito", "grading"]:
         return "grading"
-    if parts[:2] == ["tinytorch", "serve"]:
+    if parts[:2] == ["tito", "serve"]:
         return "serve"
-    if parts[:2] == ["tinytorch", "commands"] or module == "tinytorch.cli":
+    if parts[:2] == ["tito", "commands"] or module == "tito.cli":
         return "commands"
     return "support"
 
 
 def modules():
-    for path in sorted(PACKAGE.rglob("*.py")):
-        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
-        yield name, path
+    for package in (PACKAGE, TOOLS):
+        for path in sorted(package.rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            yield name, path
 
 
 def imported(path: Path) -> set:
@@ -45,7 +47,7 @@ def imported(path: Path) -> set:
             found.add(node.module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-    return {name for name in found if name == "tinytorch" or name.startswith("tinytorch.")}
+    return {name for name in found if name.split(".")[0] in ("tinytorch", "tito")}
 
 
 def test_no_import_against_the_grain():
@@ -64,7 +66,26 @@ def test_the_student_runtime_imports_only_what_it_ships():
 
 
 def test_the_architecture_page_names_every_module():
-    page = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
-    missing = [name for name, _ in modules() if name.startswith(("tinytorch.grading.", "tinytorch.serve."))
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    missing = [name for name, _ in modules() if name.startswith(("tito.grading.", "tito.serve."))
                and name.rsplit(".", 1)[-1] not in page]
     assert not missing, f"docs/architecture.md does not say where these sit: {missing}"
+
+
+# Every file of the library is either shipped to the grading kernel or kept from it, for a reason:
+# the runtime is "the library without the solutions" by construction, and a new file must choose.
+KEPT_FROM_THE_KERNEL = {
+    "core/spatial.py": "the module's solutions (the student's own notebook defines these)",
+    "core/im2col.py": "Module 17's fast path; the course's [policy] forbids it in graded loops",
+    "core/training.py": "Milestone 3's training loop, built on the solutions",
+    "data.py": "data sets (scikit-learn's digits, CIFAR-10 batches); no graded cell loads data",
+    "_modidx.py": "nbdev's index of the library, for documentation links",
+}
+
+
+def test_every_library_file_is_shipped_to_the_kernel_or_kept_from_it_for_a_reason():
+    files = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts}
+    undecided = files - set(STUDENT_RUNTIME_FILES) - set(KEPT_FROM_THE_KERNEL)
+    assert not undecided, f"add these to sandbox.STUDENT_RUNTIME_FILES or to KEPT_FROM_THE_KERNEL: {sorted(undecided)}"
+    assert not set(STUDENT_RUNTIME_FILES) & set(KEPT_FROM_THE_KERNEL)
+    assert not {f for f in STUDENT_RUNTIME_FILES if not (PACKAGE / f).exists()}, "the runtime lists a missing file"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tinytorch.checks import attempt, check, checks_passed, expect_close, expect_raises, hidden_check, record_result
-from tinytorch.grading.record import Record, decode_records, encode_record
-from tinytorch.grading.scoring import score_cell, split_points
+from tinytorch.record import Record, decode_records, encode_record
+from tito.grading.scoring import score_cell, split_points
 
 
 def run(block) -> tuple:
@@ -165,12 +165,12 @@ def test_a_record_printed_twice_never_scores():
     (np.array([1.0, np.nan]), np.array([1.0, 2.0]), "1 of 2 values are NaN or infinite"),
 ])
 def test_a_wrong_record_is_described_without_its_values(got, expected, how):
-    from tinytorch.grading.scoring import how_it_differs
+    from tito.grading.scoring import how_it_differs
     assert how_it_differs(Record(got, "c"), Record(expected, "c")) == how
 
 
 def test_one_wrong_channel_or_a_few_values_are_located():
-    from tinytorch.grading.scoring import how_it_differs
+    from tito.grading.scoring import how_it_differs
     expected = np.arange(2 * 3 * 2 * 2, dtype=np.float64).reshape(2, 3, 2, 2) + 1.0
     one_channel = expected.copy()
     one_channel[:, 1] *= -3.0
@@ -183,14 +183,14 @@ def test_one_wrong_channel_or_a_few_values_are_located():
 
 
 def test_the_feedback_line_says_how_a_check_differs():
-    from tinytorch.grading.feedback import _check_lines
-    from tinytorch.grading.scoring import CheckResult
+    from tito.grading.feedback import _check_lines
+    from tito.grading.scoring import CheckResult
     line, = _check_lines([CheckResult("the window sum", 2.0, 0.0, ("cell:sum",), False, "every value is 0")], [])
     assert line.startswith("- ✗ `cell:sum` 0\u00a0/\u00a02: the window sum (every value is 0)")
 
 
 def test_an_index_error_in_the_students_loops_says_which_index_left_which_axis():
-    from tinytorch.grading.scoring import error_summary
+    from tito.grading.scoring import error_summary
     error = {"ename": "IndexError", "evalue": "index 5 is out of bounds for axis 2 with size 5",
              "traceback": ["Traceback (most recent call last):\n",
                            "  Cell \x1b[92mIn[7]\x1b[39m, line 4\n    expect_close(conv2d_loops(x, ones), ...)\n",

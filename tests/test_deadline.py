@@ -3,7 +3,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tinytorch.grading.deadline import (DeadlineError, DeadlinePolicy, load_policy, parse_time, read_submitted_at,
+from tito.grading.deadline import (DeadlineError, DeadlinePolicy, load_policy, parse_time, read_submitted_at,
                                         timestamp_beside)
 
 DUE = datetime(2026, 12, 10, 23, 59, tzinfo=timezone.utc)

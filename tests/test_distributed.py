@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from distributed import LocalCluster
 
-from tinytorch.grading.distributed import map_on_cluster
+from tito.grading.distributed import map_on_cluster
 
 
 def square_or_die(item):

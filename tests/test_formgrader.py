@@ -13,8 +13,8 @@ import urllib.request
 from test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, JupyterLab, _require_browser
 
 from student_notebooks import ROOT
-from tinytorch.grading.grade import grade_batch, limits_for
-from tinytorch.settings import load_settings
+from tito.grading.grade import grade_batch, limits_for
+from tito.settings import load_settings
 
 SAMPLES = ROOT / "tests" / "submissions" / "submitted"
 FAST = dict(cell_timeout=30, submission_timeout=120, memory_mb=2048)

@@ -6,7 +6,7 @@ fails a cell on a wrong record whether or not its asserts ran."""
 import json
 from pathlib import Path
 
-from tinytorch.grading.mutation import generate_mutants, load_equivalent, run_mutants
+from tito.grading.mutation import generate_mutants, load_equivalent, run_mutants
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "nbs" / "09_spatial.ipynb"

@@ -18,12 +18,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from tinytorch.grading import grade as grading
-from tinytorch.grading.feedback import find_leaks
-from tinytorch.grading.grade import GradingError, grade_batch, limits_for, load_assignment
-from tinytorch.grading.term import COLUMNS
-from tinytorch.grading.notebooks import cell_text, read_submission
-from tinytorch.settings import load_settings
+from tito.grading import grade as grading
+from tito.grading.feedback import find_leaks
+from tito.grading.grade import GradingError, grade_batch, limits_for, load_assignment
+from tito.grading.term import COLUMNS
+from tito.grading.notebooks import cell_text, read_submission
+from tito.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "submissions" / "submitted"
@@ -183,7 +183,7 @@ def test_feedback_pages_run_nothing_a_student_wrote_or_printed(batch):
 
 def test_no_copy_of_a_students_notebook_is_left_in_tmp(batch):
     import tempfile
-    from tinytorch.grading import intake
+    from tito.grading import intake
     left = list(Path(tempfile.gettempdir()).glob(f"{intake.WORKDIR_PREFIX}{os.getpid()}.*"))
     assert left == []
 
@@ -230,7 +230,7 @@ def test_killed_batch_finishes_with_each_submission_graded_once_and_the_same_gra
     for student in chosen:
         shutil.copy(batch.submitted / student / "09_spatial" / "09_spatial.ipynb", flat / f"{student}.ipynb")
     out = tmp_path / "course"
-    command = [sys.executable, "-m", "tinytorch.cli", "grade", str(flat), "--out", str(out), "--jobs", "2",
+    command = [sys.executable, "-m", "tito.cli", "grade", str(flat), "--out", str(out), "--jobs", "2",
                "--quiet", "--cell-timeout", str(FAST["cell_timeout"]),
                "--submission-timeout", str(FAST["submission_timeout"]), "--memory-mb", str(FAST["memory_mb"])]
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -243,7 +243,7 @@ def test_killed_batch_finishes_with_each_submission_graded_once_and_the_same_gra
     first.wait()
     assert len(list(journal.glob("*.json"))) < len(chosen), "the batch finished before it could be killed"
     import tempfile
-    from tinytorch.grading import intake
+    from tito.grading import intake
     second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr
     # the killed grader's private copies of students' notebooks are gone after the next run

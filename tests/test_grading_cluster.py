@@ -12,8 +12,8 @@ from pathlib import Path
 
 from distributed import Client, LocalCluster
 
-from tinytorch.grading.grade import grade_batch, limits_for
-from tinytorch.settings import load_settings
+from tito.grading.grade import grade_batch, limits_for
+from tito.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "submissions" / "submitted"

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tinytorch.grading import feedback as fb
-from tinytorch.grading import grade as grading
-from tinytorch.grading import intake
-from tinytorch.grading.grade import GradingError, Submission, grade_batch, grade_one, limits_for, load_assignment
-from tinytorch.settings import load_settings
+from tito.grading import feedback as fb
+from tito.grading import grade as grading
+from tito.grading import intake
+from tito.grading.grade import GradingError, Submission, grade_batch, grade_one, limits_for, load_assignment
+from tito.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "submissions" / "submitted"
@@ -58,7 +58,7 @@ def test_a_second_grader_of_the_same_course_folder_is_refused_plainly(course, tm
     with intake.course_lock(out / grading.STATE):
         with pytest.raises(GradingError, match=r"another `tito grade` \(pid \d+\) is grading this course folder"):
             grade_batch(flat, ROOT, out, settings, limits, progress=False)
-        cli = subprocess.run([sys.executable, "-m", "tinytorch.cli", "grade", str(flat), "--out", str(out),
+        cli = subprocess.run([sys.executable, "-m", "tito.cli", "grade", str(flat), "--out", str(out),
                               "--no-sandbox", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert cli.returncode == 1
     assert "another `tito grade`" in cli.stderr and "Traceback" not in cli.stderr, cli.stderr

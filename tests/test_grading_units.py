@@ -7,14 +7,14 @@ import nbformat
 import numpy as np
 import pytest
 
-from tinytorch.grading.feedback import feedback_notebook, find_leaks, to_html
-from tinytorch.grading.grade import GradingError, Submission, discover, grade_one, load_assignment
-from tinytorch.grading.notebooks import (InvalidNotebook, content_hash, demo_cells, grade_id, read_submission,
+from tito.grading.feedback import feedback_notebook, find_leaks, to_html
+from tito.grading.grade import GradingError, Submission, discover, grade_one, load_assignment
+from tito.grading.notebooks import (InvalidNotebook, content_hash, demo_cells, grade_id, read_submission,
                                          restore_cells, secret_lines)
-from tinytorch.grading.sandbox import KernelLimits
-from tinytorch.settings import load_settings
-from tinytorch.grading.record import Record, encode_record
-from tinytorch.grading.scoring import error_summary, score_cells
+from tito.grading.sandbox import KernelLimits
+from tito.settings import load_settings
+from tinytorch.record import Record, encode_record
+from tito.grading.scoring import error_summary, score_cells
 
 
 def meta(**fields):
@@ -253,7 +253,7 @@ def test_settings_name_a_missing_grading_key(tmp_path):
 def test_tito_grade_refuses_a_limit_that_is_not_a_positive_number(option, value, tmp_path):
     import subprocess
     import sys
-    result = subprocess.run([sys.executable, "-m", "tinytorch.cli", "grade", str(tmp_path), option, value],
+    result = subprocess.run([sys.executable, "-m", "tito.cli", "grade", str(tmp_path), option, value],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert f"argument {option}: expected a positive whole number, got '{value}'" in result.stderr

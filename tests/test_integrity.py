@@ -1,5 +1,5 @@
-"""Academic integrity: similar submissions (tinytorch.grading.similarity) and the library-use
-policy (tinytorch.grading.policy): the corpus of disguised copies, hostile text on the pages,
+"""Academic integrity: similar submissions (tito.grading.similarity) and the library-use
+policy (tito.grading.policy): the corpus of disguised copies, hostile text on the pages,
 the static scan, the sandbox that hides forbidden modules, and grading under each `on_use`."""
 import json
 import os
@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from tinytorch.grading import policy as policy_module
-from tinytorch.grading.grade import grade_batch, limits_for, load_assignment
-from tinytorch.grading.policy import Policy, apply, bwrap_hiding, load_policy, scan
-from tinytorch.grading.similarity import (SimilaritySettings, compare_class, format_report, kgram_hashes,
+from tito.grading import policy as policy_module
+from tito.grading.grade import grade_batch, limits_for, load_assignment
+from tito.grading.policy import Policy, apply, bwrap_hiding, load_policy, scan
+from tito.grading.similarity import (SimilaritySettings, compare_class, format_report, kgram_hashes,
                                           load_similarity_settings, normalise, winnow)
-from tinytorch.settings import load_settings
+from tito.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integrity"))
@@ -131,8 +131,8 @@ def test_student_text_on_the_pages_and_in_the_terminal_is_escaped(tmp_path):
 
 
 def test_unreadable_and_oversized_notebooks_are_skipped_with_the_reason(tmp_path):
-    from tinytorch.grading.grade import Submission
-    from tinytorch.grading.similarity import class_documents
+    from tito.grading.grade import Submission
+    from tito.grading.similarity import class_documents
     assignment = load_assignment(ROOT, "09_spatial", "09_spatial.ipynb")
     (tmp_path / "broken.ipynb").write_text("{not json", encoding="utf-8")
     big = tmp_path / "big.ipynb"
@@ -157,7 +157,7 @@ def test_bad_similarity_settings_are_refused_naming_the_key(tmp_path):
 
 
 def test_tito_similarity_prints_the_section_and_writes_the_pages(corpus_report, tmp_path, capsys):
-    from tinytorch.cli import main
+    from tito.cli import main
     assert main(["similarity", str(corpus_report.folder / "submitted"), "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "similar code (≥ 65%, k 10, window 4): " in printed
@@ -169,7 +169,7 @@ def test_tito_similarity_prints_the_section_and_writes_the_pages(corpus_report, 
 
 
 def test_tito_similarity_refuses_a_course_folder_that_was_not_graded(tmp_path, capsys):
-    from tinytorch.cli import main
+    from tito.cli import main
     assert main(["similarity", str(SAMPLES), "--course", str(tmp_path)]) == 1
     assert "not a graded course folder (expected autograded/ in it" in capsys.readouterr().err
     assert main(["similarity", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 1
@@ -269,7 +269,7 @@ def test_the_policy_is_read_from_settings_and_bad_values_are_refused(tmp_path):
 # ---------------------------------------------------------------- the sandbox: not there for the kernel
 
 def test_a_sandboxed_kernel_cannot_reach_forbidden_modules_in_any_way():
-    from tinytorch.grading.sandbox import KernelLimits, execute_notebook, sandbox_available
+    from tito.grading.sandbox import KernelLimits, execute_notebook, sandbox_available
     assert sandbox_available()[0], sandbox_available()[1]
     import torch
     torch_dir = Path(torch.__file__).resolve().parent
@@ -340,7 +340,7 @@ def test_the_feedback_names_the_library_and_the_journal_keeps_the_flag(flagged_b
 
 
 def test_the_copied_pair_shares_code_and_wrong_values_and_the_summary_shows_both(flagged_batch):
-    from tinytorch.commands.integrity import summary_section
+    from tito.commands.integrity import summary_section
     report = compare_class(flagged_batch.work / "submitted", ROOT, course=flagged_batch.out, out=flagged_batch.out)
     code = {frozenset((p.a, p.b)) for p in report.pairs}
     assert frozenset(("integrity_copy_original", "integrity_copy_disguised")) in code

@@ -16,14 +16,14 @@ import jsonschema
 import nbformat
 import pytest
 
-from tinytorch.grading.term import COLUMNS
+from tito.grading.term import COLUMNS
 
-from tinytorch.grading import gradescope, lms, sandbox
-from tinytorch.grading.executor import sandbox_available
-from tinytorch.grading.feedback import find_leaks
-from tinytorch.grading.grade import GradingError, discover, discover_submissions, grade_batch, limits_for, load_assignment
-from tinytorch.grading.summary import read_grades, summarise
-from tinytorch.settings import load_settings
+from tito.grading import gradescope, lms, sandbox
+from tito.grading.executor import sandbox_available
+from tito.grading.feedback import find_leaks
+from tito.grading.grade import GradingError, discover, discover_submissions, grade_batch, limits_for, load_assignment
+from tito.grading.summary import read_grades, summarise
+from tito.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "submissions" / "submitted"
@@ -218,7 +218,7 @@ def canvas_accepts(text: str, students: set) -> list:
 def test_canvas_gradebook_is_filled_as_canvas_imports_it(graded, tmp_path):
     gradebook = tmp_path / "export.csv"
     gradebook.write_text(GRADEBOOK, encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "tinytorch.cli", "export-grades", "--grades", str(graded.csv),
+    done = subprocess.run([sys.executable, "-m", "tito.cli", "export-grades", "--grades", str(graded.csv),
                            "--canvas", str(gradebook), "--assignment", "Module 09: CNN", "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -267,7 +267,7 @@ def test_semicolon_gradebook_keeps_its_delimiter_and_bom(graded, tmp_path):
 
 
 def test_gradescope_moodle_and_json_exports_parse_back(graded, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "tinytorch.cli", "export-grades", "--grades", str(graded.csv),
+    result = subprocess.run([sys.executable, "-m", "tito.cli", "export-grades", "--grades", str(graded.csv),
                              "--gradescope", "--moodle", "--json", "--assignment", "Module 09", "--out", str(tmp_path)],
                             capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -297,7 +297,7 @@ def test_gradescope_moodle_and_json_exports_parse_back(graded, tmp_path):
 
 def test_export_grades_refuses_unclear_requests(graded, tmp_path):
     def tito(*args):
-        return subprocess.run([sys.executable, "-m", "tinytorch.cli", "export-grades", *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "tito.cli", "export-grades", *args], capture_output=True,
                               text=True, cwd=ROOT, env=ENV, timeout=120)
     nothing = tito("--grades", str(graded.csv))
     assert nothing.returncode == 2 and "say what to write" in nothing.stderr
@@ -325,7 +325,7 @@ for path in {paths!r}:
 def autograder(tmp_path_factory):
     "The zip `tito gradescope` builds (the reference solution run once, at build time)."
     out = tmp_path_factory.mktemp("gradescope") / "autograder.zip"
-    result = subprocess.run([sys.executable, "-m", "tinytorch.cli", "gradescope", "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "tito.cli", "gradescope", "--out", str(out)],
                             capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=600)
     assert result.returncode == 0, result.stderr
     return out
@@ -355,7 +355,7 @@ def test_autograder_zip_has_what_gradescope_needs(autograder):
             "course/source/09_spatial/09_spatial.ipynb"} <= set(names)
     assert modes["setup.sh"] & 0o111 and modes["run_autograder"] & 0o111
     assert any(n.startswith("course/.tito-grade/reference-") for n in names)
-    assert any(n == "package/tinytorch/grading/grade.py" for n in names)
+    assert any(n == "package/tito/grading/grade.py" for n in names)
     import numpy
     assert f"numpy=={numpy.__version__}" in requirements.splitlines() and "torch==" not in requirements
     assert "chmod -R go-rwx /autograder/source" in setup

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from student_notebooks import ROOT
-from tinytorch.grading.misconceptions import Misconception, MisconceptionError, load, name_them, variant_records
-from tinytorch.grading.record import Record
-from tinytorch.grading.scoring import record_matches
+from tito.grading.misconceptions import Misconception, MisconceptionError, load, name_them, variant_records
+from tinytorch.record import Record
+from tito.grading.scoring import record_matches
 
 SOURCE = ROOT / "source" / "09_spatial" / "09_spatial.ipynb"
 
@@ -22,7 +22,7 @@ def test_every_misconception_applies_to_the_source_and_the_checks_catch_it():
     assert all(m.explanation.startswith("misconception: ") and len(m.explanation) > 60 for m in library)
     source = nbformat.read(SOURCE, as_version=4)
     variants = variant_records(source, library)
-    from tinytorch.grading.mutation import _Worker
+    from tito.grading.mutation import _Worker
     worker = _Worker(json.loads(json.dumps(source)), 20, verdict="records")
     reference = dict(zip(worker.graded_ids, (g[2] for g in worker.graded)))
     for misconception in library:

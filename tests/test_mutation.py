@@ -2,7 +2,7 @@
 catches (by an error or by a record that differs) and report the ones no check catches."""
 import json
 
-from tinytorch.grading.mutation import generate_mutants, run_mutants
+from tito.grading.mutation import generate_mutants, run_mutants
 
 SOLUTION = '''import numpy as np
 def running_max(values):
@@ -25,7 +25,7 @@ def window_sum(values, width):
     return out
 '''
 
-STRONG_CHECK = '''from tinytorch.grading.record import record
+STRONG_CHECK = '''from tinytorch.record import record
 assert running_max([1.0, 3.0, 2.0]) == 3.0
 record("max:negatives", running_max([-5.0, -2.0, -7.0]), "an all-negative list: start from -inf")
 record("sums", window_sum(np.array([1.0, 2.0, 4.0, 8.0]), 2), "window sums")

@@ -10,10 +10,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tinytorch.commands.course import nbdev_export
-from tinytorch.grading.notebooks import HIDDEN, SOLUTION, cell_text, nbgrader_meta
-from tinytorch.grading.release import LeakError, alembic_head, generate, leak_report, scan_release, venv_on_path
-from tinytorch.settings import load_settings
+from tito.commands.course import nbdev_export
+from tito.grading.notebooks import HIDDEN, SOLUTION, cell_text, nbgrader_meta
+from tito.grading.release import LeakError, alembic_head, generate, leak_report, scan_release, venv_on_path
+from tito.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE, NOTEBOOK = "09_spatial", "09_spatial.ipynb"
@@ -96,10 +96,9 @@ def test_released_notebook_exports_to_a_stubbed_package(tmp_path):
     for name in ("00_tensor.ipynb", "01_layers.ipynb", "02_optim.ipynb"):
         shutil.copy(ROOT / "nbs" / name, project / "nbs" / name)
     shutil.copy(RELEASE, project / "nbs" / NOTEBOOK)
-    (project / "tinytorch" / "grading").mkdir(parents=True)
-    shutil.copy(ROOT / "tinytorch" / "__init__.py", project / "tinytorch" / "__init__.py")
-    shutil.copy(ROOT / "tinytorch" / "grading" / "__init__.py", project / "tinytorch" / "grading" / "__init__.py")
-    shutil.copy(ROOT / "tinytorch" / "grading" / "record.py", project / "tinytorch" / "grading" / "record.py")
+    (project / "tinytorch").mkdir(parents=True)
+    for name in ("__init__.py", "record.py"):
+        shutil.copy(ROOT / "tinytorch" / name, project / "tinytorch" / name)
     nbdev_export(project)
     probe = textwrap.dedent("""
         import json, numpy as np

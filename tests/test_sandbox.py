@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from tinytorch.grading import sandbox
-from tinytorch.grading.sandbox import (OUTPUT_OVERHEAD, ExecutionResult, KernelLimits, SandboxUnavailable,
+from tito.grading import sandbox
+from tito.grading.sandbox import (OUTPUT_OVERHEAD, ExecutionResult, KernelLimits, SandboxUnavailable,
                                        execute_notebook, sandbox_available)
-from tinytorch.paths import project_root
+from tito.paths import project_root
 
 ROOT = project_root(Path(__file__).parent)
 # FAST for the cases whose point is a timeout; ROOMY (same caps, more time) for every case that
@@ -275,7 +275,7 @@ CASES = {
         "import tinytorch.core.spatial",
         "import tinytorch.core.im2col",
         "from tinytorch.core.tensor import Tensor\nfrom tinytorch.core.layers import Linear\n"
-        "from tinytorch.core.optim import SGD\nfrom tinytorch.grading.record import record\nprint('imports ok')"]),
+        "from tinytorch.core.optim import SGD\nfrom tinytorch.record import record\nprint('imports ok')"]),
     "shadowing_numpy": (ROOMY, [
         "import os, sys\nprint(sorted(os.listdir('.')))\nprint('' in sys.path, os.getcwd() in sys.path)",
         "import numpy\nprint(numpy.__file__)"]),
@@ -317,7 +317,7 @@ def batch(tmp_path_factory):
     # Two grader processes at the same time as the threads below.
     script = ("import sys, pathlib\n"
               "from nbformat.v4 import new_notebook, new_code_cell\n"
-              "from tinytorch.grading.sandbox import execute_notebook, KernelLimits\n"
+              "from tito.grading.sandbox import execute_notebook, KernelLimits\n"
               "nb = new_notebook(cells=[new_code_cell('import os, time\\ntime.sleep(1.5)\\nprint(os.getuid())')])\n"
               "r = execute_notebook(nb, pathlib.Path(sys.argv[1]), KernelLimits(cell_timeout=20))\n"
               "print(r.status, r.notebook.cells[0].outputs[0]['text'].strip())\n")
@@ -623,7 +623,7 @@ def test_unsandboxed_kernel_cannot_kill_the_grader_through_its_parent_pid(tmp_pa
     # Run in a child process: if the guard failed, that process, not pytest, would be killed.
     script = ("import sys, pathlib\n"
               "from nbformat.v4 import new_notebook, new_code_cell\n"
-              "from tinytorch.grading.sandbox import execute_notebook, KernelLimits\n"
+              "from tito.grading.sandbox import execute_notebook, KernelLimits\n"
               "nb = new_notebook(cells=[new_code_cell('import os, signal\\nos.kill(os.getppid(), signal.SIGKILL)'),"
               " new_code_cell('print(40 + 2)')])\n"
               "r = execute_notebook(nb, pathlib.Path(sys.argv[1]), KernelLimits(cell_timeout=30, sandbox=False))\n"
@@ -660,7 +660,7 @@ def test_sandbox_refuses_to_run_where_bubblewrap_cannot(monkeypatch, tmp_path):
 
 
 def test_limits_from_settings_and_bad_limits():
-    from tinytorch.settings import load_settings
+    from tito.settings import load_settings
     settings = load_settings(ROOT)
     limits = KernelLimits.from_settings(settings)
     assert (limits.cell_timeout, limits.memory_mb, limits.sandbox) == (

@@ -312,8 +312,8 @@ def test_grading_on_a_dask_scheduler(tmp_path):
 
 
 def test_tito_tokens_prints_each_token_once_and_keeps_only_hashes(tmp_path, capsys):
-    from tinytorch.cli import main
-    from tinytorch.serve.store import Store
+    from tito.cli import main
+    from tito.serve.store import Store
     course = tmp_path / "course"
     roster = tmp_path / "roster.csv"
     roster.write_text("student_id,name\nalice,Alice\nbob,Bob\nalice,Alice again\n", encoding="utf-8")
@@ -342,7 +342,7 @@ def test_tito_tokens_prints_each_token_once_and_keeps_only_hashes(tmp_path, caps
 
 
 def test_serve_refuses_without_a_sandbox_unless_told(tmp_path, monkeypatch):
-    from tinytorch.grading import grade as grading
+    from tito.grading import grade as grading
     monkeypatch.setattr(grading, "sandbox_available", lambda: (False, "bwrap: no user namespaces"))
     with pytest.raises(grading.GradingError, match="--no-sandbox"):
         make_service(tmp_path / "refused")
@@ -351,8 +351,8 @@ def test_serve_refuses_without_a_sandbox_unless_told(tmp_path, monkeypatch):
 
 def test_why_grading_failed_is_shown_to_the_instructor_only(service, client, monkeypatch):
     "A grading error (e.g. a page that would leak hidden text) fails the attempt; its reason stays hidden."
-    from tinytorch.grading.grade import GradingError
-    from tinytorch.serve import worker
+    from tito.grading.grade import GradingError
+    from tito.serve import worker
 
     def refuse(*args, **kwargs):
         raise GradingError("feedback for alice would leak: SECRET HIDDEN LINE")

@@ -9,7 +9,7 @@ import pytest
 
 from serve_helpers import EXPECTED, SAMPLES, ServeProcess, new_course
 from test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, _require_browser
-from tinytorch.serve.store import Store
+from tito.serve.store import Store
 
 BUGGY = "bug_max_init_zero"
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from serve_helpers import EXPECTED, ROOT, ServeProcess, new_course, sample, wait_finished
-from tinytorch.serve.store import Store
+from tito.serve.store import Store
 
 STUDENTS = 25
 OPEN = ("--attempts-per-hour", "0", "--min-gap-seconds", "0", "--workers", "2")
@@ -109,14 +109,14 @@ def test_killed_service_finishes_its_queue_and_tito_submit(tmp_path):
             assert attempt["status"] == "done" and attempt["result"]["score"] == EXPECTED[kind][0], attempt
         assert [a["grading_runs"] for a in attempts] == [2, 1, 1]
         assert "1 attempt(s) left half-graded by an earlier run are queued again" in server.log_text()
-        second = subprocess.run([sys.executable, "-m", "tinytorch.cli", "serve", "--course", str(course), "--port", "1"],
+        second = subprocess.run([sys.executable, "-m", "tito.cli", "serve", "--course", str(course), "--port", "1"],
                                 cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert second.returncode == 1 and f"another `tito serve` is running on {course}" in second.stderr
 
         notebook = tmp_path / "09_spatial.ipynb"
         notebook.write_bytes(sample("bug_max_init_zero"))
         page = tmp_path / "feedback.html"
-        run = subprocess.run([sys.executable, "-m", "tinytorch.cli", "submit", str(notebook), "--server", server.url,
+        run = subprocess.run([sys.executable, "-m", "tito.cli", "submit", str(notebook), "--server", server.url,
                               "--feedback", str(page)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                              env={"TITO_TOKEN": tokens["ben"], "PATH": "/usr/bin:/bin"})
         assert run.returncode == 0, run.stdout + run.stderr
@@ -126,7 +126,7 @@ def test_killed_service_finishes_its_queue_and_tito_submit(tmp_path):
                                 EXPECTED["bug_max_init_zero"][2]]
         assert "done" in lines and lines.index("queued") < lines.index("done")
         assert "Feedback: 09_spatial, ben" in page.read_text()
-        wrong = subprocess.run([sys.executable, "-m", "tinytorch.cli", "submit", str(notebook), "--server", server.url,
+        wrong = subprocess.run([sys.executable, "-m", "tito.cli", "submit", str(notebook), "--server", server.url,
                                 "--token", "tt_000000000000_" + "A" * 43], cwd=tmp_path, capture_output=True, text=True,
                                timeout=60)
         assert wrong.returncode == 1 and wrong.stderr.startswith("tito submit: 401 no valid token")

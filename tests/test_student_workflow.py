@@ -82,7 +82,7 @@ def test_export_writes_the_students_own_package(solved):
                  "print(inspect.getsourcefile(Conv2d))\n"
                  "print(Conv2d(1, 2, 3, padding=1)(Tensor(np.ones((1, 1, 4, 4)))).shape)\n"
                  "print(max_pool2d_loops(-np.ones((1, 1, 2, 2)), 2).ravel().tolist())\n"
-                 "import tinytorch.grading.record"], solved)
+                 "import tinytorch.record"], solved)
     assert probe.returncode == 0, probe.stderr
     source_file, shape, pooled = probe.stdout.split("\n")[:3]
     assert Path(source_file) == solved / "tinytorch" / "core" / "spatial.py"
@@ -90,7 +90,7 @@ def test_export_writes_the_students_own_package(solved):
 
 
 def test_export_in_the_course_folder_is_the_instructors():
-    from tinytorch.student import find_student_folder
+    from tito.student import find_student_folder
     assert find_student_folder(ROOT) is None
     assert find_student_folder(ROOT / "tinytorch" / "core") is None
     assert find_student_folder(ROOT / "nbs") is None, "nbs/ holds module notebooks but is the instructor's"

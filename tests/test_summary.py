@@ -1,7 +1,7 @@
 """The instructor's class summary, from a grades.csv written here by hand."""
 import pytest
 
-from tinytorch.grading.summary import format_summary, save_histogram, summarise
+from tito.grading.summary import format_summary, save_histogram, summarise
 
 CSV = """student_id,score,max_score,status,detail,conv,pool,bn
 ada,60,60,graded,,20,20,20
@@ -42,7 +42,7 @@ def test_histogram_png_is_written(grades, tmp_path):
 
 
 def test_concepts_stay_whole_and_notes_are_not_concepts():
-    from tinytorch.grading.summary import concepts_of
+    from tito.grading.summary import concepts_of
     detail = ("sandbox off; edited test cells restored: conv; cell 3 ran past the 10 s limit and was interrupted; "
               "2x2 average pooling: (0+1+4+5)/4 = 2.5; stride defaults to the kernel size [avg, pool]; "
               "bias added once [conv]")

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from student_notebooks import ROOT
-from tinytorch.grading.deadline import DeadlinePolicy
-from tinytorch.grading.grade import grade_batch, limits_for
-from tinytorch.grading.term import COLUMNS
-from tinytorch.settings import load_settings
+from tito.grading.deadline import DeadlinePolicy
+from tito.grading.grade import grade_batch, limits_for
+from tito.grading.term import COLUMNS
+from tito.settings import load_settings
 
 SAMPLES = ROOT / "tests" / "submissions" / "submitted"
 FAST = dict(cell_timeout=30, submission_timeout=120, memory_mb=2048)

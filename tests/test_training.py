@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from tinytorch.cli import build_parser, main as tito
-from tinytorch.commands.training import LOOPS_DEFAULTS, choose_settings
+from tito.cli import build_parser, main as tito
+from tito.commands.training import LOOPS_DEFAULTS, choose_settings
 from tinytorch.core.training import (FRACTIONS, STAGES, TrainConfig, balanced_subset, build_model, compare_models,
                                      comparison_table, confusion_matrix, cosine_lr, feature_maps, fit, format_duration,
                                      load_weights, plot_feature_maps, plot_filters, predict, random_shifts, save_weights)

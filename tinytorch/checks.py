@@ -5,7 +5,7 @@ Every check in a graded cell is a block
     with check("conv2d_loops:window_sum", "each output is the sum of its 2x2 window"):
         expect_close(conv2d_loops(x, ones)[0, 0], [[10, 14, 18], [26, 30, 34], [42, 46, 50]])
 
-`expect_close` prints the value it was given as a record (`tinytorch.grading.record`) under the
+`expect_close` prints the value it was given as a record (`tinytorch.record`) under the
 check's name, then compares it with what was expected. The block catches what fails inside it,
 so one failing check (a wrong value, a NotImplementedError, an IndexError) never stops the next;
 `checks_passed()` at the end of the cell raises the first failure itself (its traceback points
@@ -15,7 +15,7 @@ and a check earns its points only when all its records match.
 """
 import numpy as np
 
-from tinytorch.grading.record import as_plain_float64, record
+from tinytorch.record import as_plain_float64, record
 
 _failures = []        # (name, concept, error) of the checks that failed since the last checks_passed()
 _current = []         # the check being run (a stack: a check inside a check records under the inner one)

@@ -485,7 +485,7 @@ def main(argv=None) -> int:
 # in-bounds values only), and the same solution disguised by tests/integrity/corpus.py -- names
 # changed, independent statements reordered, comments and dead code added, nested loops
 # exchanged. And students who
-# call a library where the module asks for loops (tinytorch.grading.policy). Built on `ref`.
+# call a library where the module asks for loops (tito.grading.policy). Built on `ref`.
 
 COPY_ORIGINAL = {
     "conv2d_loops": """
