@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     parser.add_argument("--serial", type=int, default=10, help="students graded in the serial runs")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel jobs (default: cores)")
     args = parser.parse_args(argv)
-    from tito.grading.executor import sandbox_available
+    from tito.grading.sandbox import sandbox_available
     sandbox_ok, why = sandbox_available()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
           f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f} at start")

@@ -19,7 +19,7 @@ import pytest
 from tito.grading.term import COLUMNS
 
 from tito.grading import gradescope, lms, sandbox
-from tito.grading.executor import sandbox_available
+from tito.grading.sandbox import sandbox_available
 from tito.grading.feedback import find_leaks
 from tito.grading.grade import GradingError, discover, discover_submissions, grade_batch, limits_for, load_assignment
 from tito.grading.summary import read_grades, summarise

@@ -12,7 +12,7 @@ import pytest
 
 from tito.commands.course import nbdev_export
 from tito.grading.notebooks import HIDDEN, SOLUTION, cell_text, nbgrader_meta
-from tito.grading.release import LeakError, alembic_head, generate, leak_report, scan_release, venv_on_path
+from tito.grading.release import LeakError, alembic_head, generate, leak_report, scan_release, prepare_nbgrader
 from tito.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,10 +132,10 @@ def test_released_notebook_exports_to_a_stubbed_package(tmp_path):
 
 
 def test_the_gradebook_schema_revision_read_from_nbgrader_files_is_the_one_alembic_reports(tmp_path):
-    "venv_on_path() swaps nbgrader's `alembic heads` subprocess (~2.5 s per new gradebook) for alembic_head()."
+    "prepare_nbgrader() swaps nbgrader's `alembic heads` subprocess (~2.5 s per new gradebook) for alembic_head()."
     from nbgrader.dbutil import _temp_alembic_ini
     import nbgrader.api
-    venv_on_path()
+    prepare_nbgrader()
     with _temp_alembic_ini(f"sqlite:///{tmp_path / 'gradebook.db'}") as ini:
         heads = subprocess.check_output([str(Path(sys.executable).parent / "alembic"), "-c", ini, "heads"], text=True)
     assert alembic_head() == heads.split()[0]

@@ -11,7 +11,7 @@ COMMAND_MODULES = (
     "tito.commands.student",    # test, validate
     "tito.commands.training",   # train
     "tito.commands.bench",      # bench
-    "tito.commands.quality",    # mutants
+    "tito.commands.mutants",    # mutants
     "tito.commands.lms",        # export-grades, gradescope
     "tito.commands.serve",      # serve, tokens, submit
     "tito.commands.integrity",  # similarity

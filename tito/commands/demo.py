@@ -53,7 +53,7 @@ def ensure_released(root: Path, settings) -> None:
 
 def run_demo(root: Path, out: Path | None = None, jobs: int | None = None, no_sandbox: bool = False) -> int:
     from tito.grading.grade import GradingError, grade_batch, limits_for, print_table
-    from tito.grading.executor import sandbox_available
+    from tito.grading.sandbox import sandbox_available
     root = Path(root).resolve()
     settings = load_settings(root)
     module = settings.modules[0]

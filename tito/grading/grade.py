@@ -30,7 +30,7 @@ import nbformat
 
 from tito.grading import feedback as fb
 from tito.grading import intake
-from tito.grading.executor import KernelLimits, execute_notebook, sandbox_available
+from tito.grading.sandbox import KernelLimits, execute_notebook, sandbox_available
 from tito.grading.notebooks import (MARKER_WORDS, InvalidNotebook, cell_text, content_hash, demo_cells,
                                          file_hash, grade_id, graded_cells, is_demo, is_graded, manual_cells,
                                          nbgrader_meta, read_submission, restore_cells, secret_lines)
@@ -536,8 +536,8 @@ class Gradebook:
 
     def __init__(self, course: Path, module: str, notebook: str, course_id: str, manual: list = ()):
         from nbgrader.api import Gradebook as NbGradebook
-        from tito.grading.release import venv_on_path
-        venv_on_path()
+        from tito.grading.release import prepare_nbgrader
+        prepare_nbgrader()
         self.module, self.notebook, self.manual_cells = module, Path(notebook).stem, list(manual)
         self.gb = NbGradebook(f"sqlite:///{Path(course).resolve() / 'gradebook.db'}", course_id)
 

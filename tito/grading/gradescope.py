@@ -137,7 +137,7 @@ def build_autograder(root: Path, out: Path, settings, module: str | None = None)
     """Write Gradescope's autograder zip for `module` of the course at `root` into `out`."""
     import tinytorch
     import tito
-    from tito.grading.executor import sandbox_available
+    from tito.grading.sandbox import sandbox_available
     from tito.grading.grade import STATE, load_misconceptions, limits_for, load_assignment, reference_records
     root, out = Path(root).resolve(), Path(out)
     module = module or settings.modules[0]
@@ -239,7 +239,7 @@ def results_document(result, assignment, visibility: dict, own_text: str) -> dic
 
 
 def grade_submission(root: Path, work: Path, kernel_uid: int = KERNEL_UID) -> dict:
-    from tito.grading.executor import sandbox_available
+    from tito.grading.sandbox import sandbox_available
     from tito.grading.grade import STATE, load_misconceptions, grade_one, limits_for, load_assignment, reference_records
     from tito.grading.notebooks import InvalidNotebook, cell_text, read_submission
     from tito.settings import load_settings

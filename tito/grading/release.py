@@ -37,7 +37,7 @@ def nbgrader_config(course: Path, settings):
     return config
 
 
-def venv_on_path() -> None:
+def prepare_nbgrader() -> None:
     """Prepare nbgrader to create gradebooks. It runs the `alembic` program (found beside our Python)
     only to learn the newest revision of its own database schema, a constant of its version, and
     that costs ~2.5 s per new gradebook: read it from the migration files instead."""
@@ -71,7 +71,7 @@ def alembic_head():
 def generate(course: Path, module: str, settings) -> Path:
     "Run nbgrader generate_assignment for `module` in `course`; returns release/<module>."
     from nbgrader.apps import NbGraderAPI
-    venv_on_path()
+    prepare_nbgrader()
     course = Path(course).resolve()
     if not (course / "source" / module).is_dir():
         raise FileNotFoundError(f"{course / 'source' / module} not found: run `tito export` first")
