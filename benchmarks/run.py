@@ -269,6 +269,13 @@ def digits_loops(epochs: int, train_limit: int, seed: int) -> dict:
             "batch_size": config.batch_size, "lr": config.lr}
 
 
+def layout() -> dict:
+    "What `tito bench` needs to print the rows: each row's input shapes, and which rows are SimpleCNN's."
+    shapes = {name: [list(shape), list(small)] for name, _, shape, small in LAYERS}
+    shapes[SIMPLECNN[0]] = shapes[FUSED] = [list(SIMPLECNN[1]), list(SIMPLECNN[2])]
+    return {"shapes": shapes, "simplecnn": SIMPLECNN[0], "fused": FUSED}
+
+
 def main(argv) -> int:
     what = argv[0]
     side = next((item for item in argv[1:] if "=" not in item), "ours")
@@ -276,6 +283,7 @@ def main(argv) -> int:
     if what == "layers":
         result = ours_layers() if side == "ours" else torch_layers()
         result["blas"] = blas_kernels(side)
+        result["layout"] = layout()
     elif what == "simplecnn":   # the SimpleCNN row alone (Module 17's notebook compares it)
         result = {"ms": (ours_simplecnn_ms() if side == "ours" else torch_simplecnn_ms()), "blas": blas_kernels(side)}
     elif what == "digits":

@@ -51,6 +51,7 @@ def best_of_rounds(root, rounds: int) -> tuple:
         for side, best in (("ours", ours), ("torch", theirs)):
             result = run_side(root, "layers", side)
             best["blas"] = result.pop("blas", "unknown")
+            best["layout"] = result.pop("layout")
             for name, row in result.items():
                 kept = best.setdefault(name, dict(row))
                 for key, value in row.items():
@@ -59,18 +60,17 @@ def best_of_rounds(root, rounds: int) -> tuple:
 
 
 def layer_table(ours: dict, theirs: dict) -> str:
-    sys.path.insert(0, str(_root() / "benchmarks"))
-    from run import FUSED, LAYERS, SIMPLECNN
-    shapes = {name: (shape, small) for name, _, shape, small in LAYERS}
-    shapes[SIMPLECNN[0]] = SIMPLECNN[1:]
-    shapes[FUSED] = SIMPLECNN[1:]
-    theirs = dict(theirs, **{FUSED: theirs[SIMPLECNN[0]]})
+    "The rows of both sides; their shapes come from benchmarks/run.py's own output (its `layout`)."
+    layout = ours["layout"]
+    shapes, FUSED = layout["shapes"], layout["fused"]
+    theirs = dict(theirs, **{FUSED: theirs[layout["simplecnn"]]})
     size = lambda shape: "×".join(map(str, shape))
     header = (f"{'forward+backward':<20} {'input':<14} {'fast ms':>8} {'torch ms':>9} {'fast/torch':>10}   "
               f"{'small input':<12} {'loops ms':>9} {'fast ms':>8} {'loops/fast':>10}")
     lines = [header, "-" * len(header)]
-    order = [name for name in ours if name not in (FUSED, "blas")] + [FUSED]   # the extra last, under SimpleCNN
-    for name in (n for n in order if n in ours and n != "blas"):
+    rows = [name for name in ours if name not in ("blas", "layout")]
+    order = [name for name in rows if name != FUSED] + [FUSED]   # the extra last, under SimpleCNN
+    for name in (n for n in order if n in rows):
         row = ours[name]
         shape, small = shapes[name]
         torch_ms = theirs[name]["torch_ms"]
