@@ -334,3 +334,14 @@ def test_feedback_is_inert_whatever_the_student_wrote():
            "Content-Security-Policy"]
     assert names.index("meta") == names.index("head") + 1 and csp and "script-src 'none'" in csp[0]
     assert "&lt;iframe srcdoc" in page   # shown as the text it is
+
+
+@pytest.mark.parametrize("name, kind, problem", [
+    ("alice/09_spatial.ipynb", "file", None), ("alice", "dir", None),
+    ("../etc/passwd", "file", "outside"), ("/etc/passwd", "file", "outside"), ("a/../../b", "file", "outside"),
+    ("..\\evil.ipynb", "file", "outside"), ("C:evil.ipynb", "file", "outside"), ("a\x00b", "file", "outside"),
+    ("", "file", "outside"), ("alice/link", "link", "link"), ("alice/fifo", "other", "special"),
+])
+def test_one_rule_decides_which_archive_members_are_unpacked(name, kind, problem):
+    from tito.grading.intake import member_problem
+    assert member_problem(name, kind) == problem

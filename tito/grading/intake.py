@@ -68,9 +68,8 @@ def unpack(archive: Path, dest: Path, max_member_bytes: int) -> dict:
         shutil.rmtree(dest)
     dest.mkdir(mode=0o700, parents=True)
     refused = {}
-    for name, kind, size, read in _members(Path(archive)):
-        parts = Path(name).parts
-        if not parts or Path(name).is_absolute() or ".." in parts:
+    for name, kind, size, read in archive_members(Path(archive)):
+        if member_problem(name, kind) == "outside":
             refused[name] = f"archive member {name} points outside the archive; it was not unpacked"
         elif kind == "link":
             refused[name] = (f"archive member {name} is a symbolic link; links are never followed, so it was "
@@ -90,7 +89,21 @@ def unpack(archive: Path, dest: Path, max_member_bytes: int) -> dict:
     return refused
 
 
-def _members(archive: Path):
+def member_problem(name: str, kind: str) -> str | None:
+    """Why an archive member must not be unpacked, whatever the archive: "outside" (its path is
+    absolute, climbs with `..`, or names a drive or a NUL), "link" or "special" (not a plain file
+    or folder); None when it may be. One rule for every unpacker (`unpack`, `lms.extract_zip`)."""
+    parts = [part for part in name.replace("\\", "/").split("/") if part]
+    if not parts or name.startswith(("/", "\\")) or ".." in parts or ":" in name or "\x00" in name:
+        return "outside"
+    if kind == "link":
+        return "link"
+    if kind not in ("file", "dir"):
+        return "special"
+    return None
+
+
+def archive_members(archive: Path):
     "(name, 'file' | 'dir' | 'link' | 'other', size, opener) of every member of a zip or tar archive."
     if archive.name.lower().endswith(".zip"):
         with zipfile.ZipFile(archive) as bundle:

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tito.grading.intake import member_problem
+
 # name (optional for anonymous assignments), LATE, user id, attachment id, file name
 CANVAS_NAME = re.compile(r"^(?:(?P<name>\w+?)_)??(?:(?P<late>LATE)_)?(?P<user>\d+|anon_[0-9A-Za-z]+)_"
                          r"(?P<attachment>\d+)_(?P<file>.+)$")
@@ -124,10 +126,11 @@ def extract_zip(archive: Path, dest: Path, max_files: int = MAX_ZIP_FILES, max_b
         for member in members:
             name = member.filename
             kind = stat.S_IFMT(member.external_attr >> 16)
-            if kind not in (0, stat.S_IFREG):
-                raise LmsError(f"{archive}: member {name!r} is a link or special file; expected plain files only")
-            if name.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", name) or ":" in name or "\x00" in name:
+            problem = member_problem(name, "file" if kind in (0, stat.S_IFREG) else "link")
+            if problem == "outside":
                 raise LmsError(f"{archive}: member {name!r} would be written outside the folder it is unpacked to")
+            if problem:
+                raise LmsError(f"{archive}: member {name!r} is a link or special file; expected plain files only")
             target = dest / Path(name).name
             if target.name.startswith(".") or not target.name:
                 continue
