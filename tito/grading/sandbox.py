@@ -94,104 +94,6 @@ STUDENT_RUNTIME_FILES = (
     "checks.py", "record.py",
 )
 
-_BOOT = '''\
-"""Start a grading kernel with the student runtime first on sys.path (written by tito.grading.sandbox)."""
-import os
-import sys
-
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, _here)
-# An editable install of the course would map `tinytorch` to the instructor's checkout:
-# drop its import hooks so only the student runtime can answer.
-sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "").lower()]
-sys.path_hooks[:] = [h for h in sys.path_hooks if "editable" not in getattr(h, "__module__", "").lower()]
-sys.path_importer_cache.clear()
-del _here
-
-# The kernel's private folders (inside the sandbox they live in its own /tmp) and matplotlib's
-# font list, copied so that matplotlib does not scan every font at its first import.
-for _name in ("HOME", "IPYTHONDIR", "MPLCONFIGDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR"):
-    if os.environ.get(_name):
-        os.makedirs(os.environ[_name], exist_ok=True)
-_seed = os.environ.pop("TINYTORCH_MPL_SEED", "")
-if _seed and os.path.isdir(_seed) and os.environ.get("MPLCONFIGDIR"):
-    import shutil
-    for _file in os.listdir(_seed):
-        shutil.copyfile(os.path.join(_seed, _file), os.path.join(os.environ["MPLCONFIGDIR"], _file))
-
-if len(sys.argv) > 1 and sys.argv[1] == "--fork-guard":
-    # Unsandboxed, the kernel's parent would be the grader itself, which `os.kill(os.getppid(), 9)`
-    # would kill. This process stays behind as the parent the kernel sees, and reports its status.
-    del sys.argv[1]
-    import signal
-    _child = os.fork()
-    if _child:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _, _status = os.waitpid(_child, 0)
-        _code = os.waitstatus_to_exitcode(_status)
-        os._exit(128 - _code if _code < 0 else _code)
-
-# No debugger in a grading kernel: nothing would attach to it, and importing debugpy costs
-# ~0.15 s of every kernel's start. ipykernel reads the failed import as "debugpy not installed".
-sys.modules["debugpy"] = None
-
-from ipykernel.kernelapp import IPKernelApp
-
-app = IPKernelApp.instance()
-app.initialize()
-
-# Stop forwarding printed text a little past the grader's cap, so that a flood costs neither
-# side time or memory. This is a courtesy, not a guarantee: the grader caps again on its side.
-_left = [int(os.environ.get("TINYTORCH_OUTPUT_LIMIT", "0")) or None]
-
-
-def _capped(write):
-    def capped_write(text):
-        if _left[0] is None:
-            return write(text)
-        if _left[0] <= 0:
-            return len(text)
-        size = len(text)
-        if size > _left[0]:
-            text = text[:_left[0]]
-        _left[0] -= size
-        write(text)
-        return size
-    return capped_write
-
-
-for _stream in (sys.stdout, sys.stderr):
-    if _stream is not None:
-        _stream.write = _capped(_stream.write)
-del _stream
-
-# The same courtesy for a flood of display() calls: past the grader's count cap they are dropped here.
-_shown = [int(os.environ.get("TINYTORCH_OUTPUT_COUNT", "0")) or None]
-_publish = app.shell.display_pub.publish
-
-
-def _counted_publish(*args, **kwargs):
-    if _shown[0] is not None:
-        if _shown[0] <= 0:
-            return None
-        _shown[0] -= 1
-    return _publish(*args, **kwargs)
-
-
-app.shell.display_pub.publish = _counted_publish
-_format = app.shell.display_formatter.format
-
-
-def _counted_format(*args, **kwargs):
-    # Past the cap, display() need not even compute what it would show (nothing is sent).
-    if _shown[0] is not None and _shown[0] <= 0:
-        return {}, {}
-    return _format(*args, **kwargs)
-
-
-app.shell.display_formatter.format = _counted_format
-app.start()
-'''
 _BOOT_NAME = "_tinytorch_kernel.py"
 # This Python, as a plain absolute path: Python started as `../.venv/bin/python` reports
 # "/here/../.venv/bin/python", and "/here" does not exist inside the sandbox. Not resolved:
@@ -320,7 +222,7 @@ def build_student_runtime(dest: Path, package_dir: Path | None = None) -> Path:
         target = dest / "tinytorch" / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-    (dest / _BOOT_NAME).write_text(_BOOT, encoding="utf-8")
+    shutil.copyfile(Path(__file__).with_name("kernel_boot.py"), dest / _BOOT_NAME)
     for path in [dest, *dest.rglob("*")]:
         # Read by the kernel's unprivileged uid, written by no one.
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
