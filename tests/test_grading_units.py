@@ -345,3 +345,14 @@ def test_feedback_is_inert_whatever_the_student_wrote():
 def test_one_rule_decides_which_archive_members_are_unpacked(name, kind, problem):
     from tito.grading.intake import member_problem
     assert member_problem(name, kind) == problem
+
+
+def test_whether_a_grade_was_sandboxed_is_a_field_not_a_reading_of_detail():
+    from tito.grading.grade import Result
+    plain = dict(student="s", status="graded", score=1.0, max_score=2.0)
+    assert Result(**plain, detail="sandbox off; anything", sandboxed=True).graded_in_sandbox()
+    assert not Result(**plain, detail="", sandboxed=False).graded_in_sandbox()
+    # journals written before the field: the structured note decides, then (oldest) the text
+    assert not Result(**plain, detail="x", notes=[["sandbox", "sandbox off"]]).graded_in_sandbox()
+    assert not Result(**plain, detail="sandbox off; cell 3").graded_in_sandbox()
+    assert Result(**plain, detail="cell 3 failed").graded_in_sandbox()

@@ -141,6 +141,13 @@ class Result:
     policy: str = ""           # digest of the library-use policy it was graded under
     notes: list = field(default_factory=list)   # [kind, text] pairs; `detail` is their texts joined
     withheld: bool = False     # the feedback page was withheld: it would have shown secret text
+    sandboxed: bool | None = None   # graded in the sandbox; None in journals from before this field
+
+    def graded_in_sandbox(self) -> bool:
+        "Was this graded with the sandbox on? (Journals from before the `sandboxed` field say it in their notes.)"
+        if self.sandboxed is not None:
+            return self.sandboxed
+        return not any(kind == "sandbox" for kind, _ in self.notes) and not self.detail.startswith("sandbox off")
 
     def flag(self, kind: str, text: str) -> None:
         "Add a note (kept structured in `notes`) and render `detail` again."
@@ -354,7 +361,7 @@ def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, 
         why = f"internal grading error, tell the instructor: {type(error).__name__}: {short(str(error))}"
         outcome = Result(student=sub.student, status="crashed", score=0.0, max_score=assignment.max_score,
                          detail=why, cells={gid: 0.0 for gid, _ in assignment.graded}, submission_hash="",
-                         source_hash=assignment.source_hash, notes=[["internal", why]])
+                         source_hash=assignment.source_hash, notes=[["internal", why]], sandboxed=bool(limits.sandbox))
         try:   # a page that says so, so that the end-of-run scan finds every student's page
             _write_ungraded(sub, assignment, outcome, out)
         except Exception:  # noqa: BLE001 - the row above is what matters
@@ -366,7 +373,8 @@ def _grade_one(sub: Submission, assignment: Assignment, reference: dict, limits,
                sandbox_note: str = "", scanned: set | None = None) -> Result:
     zero = {gid: 0.0 for gid, _ in assignment.graded}
     base = dict(student=sub.student, max_score=assignment.max_score, source_hash=assignment.source_hash,
-                policy=assignment.policy.digest() if assignment.policy is not None else "")
+                policy=assignment.policy.digest() if assignment.policy is not None else "",
+                sandboxed=bool(limits.sandbox))
     notes = [["sandbox", sandbox_note]] if sandbox_note else []
 
     def ungraded(status: str, why: str, digest: str) -> Result:
@@ -791,7 +799,7 @@ def _grade_batch(directory, root, out, settings, limits, jobs, progress, module,
         selected = students is None or sub.student in students
         unchanged = previous is not None and previous.submission_hash == digest \
             and previous.source_hash == assignment.source_hash \
-            and (previous.detail.startswith("sandbox off") == (not limits.sandbox)) \
+            and previous.graded_in_sandbox() == bool(limits.sandbox) \
             and previous.policy == assignment.policy.digest()
         if previous is not None and (not selected or (unchanged and not force)):
             results[sub.student] = previous
