@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tito.grading.grade import grade_batch, limits_for   # noqa: E402
+from tito.grading.batch import grade_batch   # noqa: E402
+from tito.grading.course import limits_for
 from tito.settings import load_settings                   # noqa: E402
 
 

@@ -89,3 +89,24 @@ def test_every_library_file_is_shipped_to_the_kernel_or_kept_from_it_for_a_reaso
     assert not undecided, f"add these to sandbox.STUDENT_RUNTIME_FILES or to KEPT_FROM_THE_KERNEL: {sorted(undecided)}"
     assert not set(STUDENT_RUNTIME_FILES) & set(KEPT_FROM_THE_KERNEL)
     assert not {f for f in STUDENT_RUNTIME_FILES if not (PACKAGE / f).exists()}, "the runtime lists a missing file"
+
+
+# Inside grading, the dispatch of a class (a batch on this machine, or a Dask cluster) sits above
+# the stages of one submission and the data they pass on: a stage never reaches back up to it.
+DISPATCH = {"tito.grading.batch", "tito.grading.distributed"}
+
+
+def test_the_stages_of_one_submission_never_import_the_class_dispatch():
+    grading = [(name, path) for name, path in modules() if layer(name) == "grading"]
+    assert DISPATCH <= {name for name, _ in grading}
+    wrong = [f"{name} imports {target}" for name, path in grading if name not in DISPATCH
+             for target in imported(path) if target in DISPATCH]
+    assert not wrong, "a stage imports the class's dispatch (see docs/architecture.md):\n  " + "\n  ".join(wrong)
+
+
+def test_the_pipeline_lists_its_stages_in_the_order_the_page_gives():
+    from tito.grading.pipeline import STAGES
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    order = " → ".join(stage.__name__ for stage in STAGES)
+    assert order == "read → restore → execute → score → write_report"
+    assert order in page

@@ -69,7 +69,10 @@ def run_release(args) -> int:
 
 
 def run_grade(args) -> int:
-    from tito.grading.grade import GradingError, grade_batch, limits_for, print_table
+    from tito.grading.batch import grade_batch
+    from tito.grading.course import limits_for
+    from tito.grading.model import GradingError
+    from tito.grading.report import print_table
     from tito.settings import load_settings
     root = project_root()
     settings = load_settings(root)
