@@ -60,7 +60,7 @@ def _hidden_parts(lines: list) -> list:
 
 
 def _helper_definitions(cells: list, where: str) -> dict:
-    "{name: (cell index, def lines)} of the top-level functions defined in the hidden parts of graded cells."
+    "{name: [(cell index, def lines), ...]} of the top-level functions defined in the hidden parts of graded cells."
     found = {}
     for index, cell in enumerate(cells):
         if cell.get("cell_type") != "code" or not is_graded(cell):
@@ -86,6 +86,8 @@ def expand_hidden_helpers(nb: dict, where: str = "the notebook") -> dict:
     while nbs/ holds each reference helper once. HelperError for a line outside a hidden part, a
     helper defined in no hidden part or in several, or defined only after a cell that uses it."""
     cells = nb.get("cells", [])
+    if not any(HELPER_LINE.match(line) for cell in cells for line in cell_text(cell).splitlines()):
+        return nb
     definitions = _helper_definitions(cells, where)
     out = []
     for index, cell in enumerate(cells):
