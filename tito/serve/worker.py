@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 from tito.grading.course import load_assignment, load_misconceptions, reference_records, sandbox_note_for
-from tito.grading.distributed import RemoteJob, grade_remote, write_files
+from tito.grading.distributed import RemoteCourse, RemoteJob, grade_remote, write_files
 from tito.grading.model import STATE as GRADE_STATE, GradingError, Result, Submission
 from tito.grading.pipeline import grade_one
 from tito.grading.report import write_csv
@@ -121,9 +121,9 @@ class GraderPool:
                 from distributed import Client
                 self._client = Client(self.scheduler, timeout=30)
         course = self.course
-        job = RemoteJob(sub.student, course.assignment.notebook, "", sub.data(), course.assignment, course.reference,
-                        course.limits, course.sandbox_note)
-        result, files = self._client.submit(grade_remote, job, pure=False).result()
+        job = RemoteJob(sub.student, course.assignment.notebook, "", sub.data())
+        shared = RemoteCourse(course.assignment, course.reference, course.limits, course.sandbox_note)
+        result, files = self._client.submit(grade_remote, job, shared, pure=False).result()
         write_files(out, files)
         return result
 
