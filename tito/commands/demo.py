@@ -96,7 +96,7 @@ def run_demo(root: Path, out: Path | None = None, jobs: int | None = None, no_sa
     print_table(report)
     print()
     from tito.grading.summary import format_summary, save_histogram, summarise
-    summary = summarise(report.csv_path)
+    summary = summarise(report.csv_path, results=report.results)
     print(format_summary(summary))
     print(f"histogram: {save_histogram(summary, out / 'scores.png')}")
     from tito.commands.integrity import summary_section

@@ -95,12 +95,12 @@ def run_grade(args) -> int:
         from tito.grading.summary import format_summary, summarise
         print_table(report)
         print()
-        print(format_summary(summarise(report.csv_path)))
+        print(format_summary(summarise(report.csv_path, results=report.results)))
         from tito.commands.integrity import summary_section
         print(summary_section(args.directory, root, out))   # similarity and library use: flags only
     if args.histogram:
         from tito.grading.summary import save_histogram, summarise
-        print(f"histogram of scores: {save_histogram(summarise(report.csv_path), args.histogram)}")
+        print(f"histogram of scores: {save_histogram(summarise(report.csv_path, results=report.results), args.histogram)}")
     if report.regraded:
         print(regrade_message(report.regrades, report.regraded))
     withheld = [r.student for r in report.results if r.withheld]
