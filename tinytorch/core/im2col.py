@@ -95,6 +95,22 @@ def col2im(dcols: np.ndarray, padded_shape: tuple, kh: int, kw: int, out_h: int,
 ROWS_MIN_CHANNELS = 8     # from this many input channels, im2col rows are copied from channels-last memory
 BLOCK_BYTES = 512 << 10   # one block of im2col rows: about half of a core's L2 cache (1 MB here)
 COPY_IMAGES = 8           # images per step of a transposing copy, so that each step stays in cache
+SMALL_PRODUCT = 1_000_000 # multiply-adds (M·N·K) up to which OpenBLAS multiplies without packing its operands
+
+def matmul_in_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[...] = a @ b, a few rows of `a` at a time: OpenBLAS multiplies a product of at most SMALL_PRODUCT
+    multiply-adds without first copying both operands into its packed panels (about 25 % faster here)."""
+    step = max(1, SMALL_PRODUCT // max(a.shape[1] * b.shape[1], 1))
+    for start in range(0, len(a), step):
+        np.matmul(a[start:start + step], b, out=out[start:start + step])
+    return out
+
+def add_matmul_over_rows(a: np.ndarray, b: np.ndarray, total: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    "total += a.T @ b, summed a few rows at a time (the rows are the contracted axis), each product small."
+    step = max(1, SMALL_PRODUCT // max(a.shape[1] * b.shape[1], 1))
+    for start in range(0, len(a), step):
+        total += np.matmul(a[start:start + step].T, b[start:start + step], out=scratch)
+    return total
 
 def pixel_major(array: np.ndarray) -> np.ndarray:
     "(N, C, H, W) view -> (H, W, N, C) view, and back: the swap of the two axis pairs is its own inverse; no copy."
@@ -210,15 +226,15 @@ class Im2colConv:
         "The output as an (out_h·out_w·N, O) matrix: (H, W, N, O) memory, bias included."
         out = np.empty((self.out_h * self.per_line, self.weight.shape[0]), dtype=self.buffer.dtype)
         for start, stop in self.blocks:
-            np.matmul(self.cols(start, stop), self.weight_matrix, out=self.lines(out, start, stop))
+            matmul_in_rows(self.cols(start, stop), self.weight_matrix, self.lines(out, start, stop))
         return out
 
     def backward(self, grad: np.ndarray, input_gradient: bool) -> tuple:
         "From the output's gradient (out_h·out_w·N, O): (input gradient or None, weight gradient, bias gradient or None)."
         o, c, kh, kw = self.weight.shape
-        total = np.zeros_like(self.weight_matrix)
+        total, scratch = np.zeros_like(self.weight_matrix), np.empty_like(self.weight_matrix)
         for start, stop in self.blocks:       # im2col again, block by block, instead of keeping it
-            total += self.cols(start, stop).T @ self.lines(grad, start, stop)
+            add_matmul_over_rows(self.cols(start, stop), self.lines(grad, start, stop), total, scratch)
         shape, order = ((kh, kw, c, o), (3, 2, 0, 1)) if self.rows else ((c, kh, kw, o), (3, 0, 1, 2))
         grad_weight = total[:self.k].reshape(shape).transpose(order)                   # (O, C, kh, kw)
         grad_bias = total[self.k] if self.has_bias else None
@@ -238,7 +254,7 @@ class Im2colConv:
             block, target = self.lines(grad, start, stop), part[:(stop - start) * self.per_line]
             for ki in range(kh):
                 for kj in range(kw):
-                    np.matmul(block, per_offset[ki, kj], out=target)
+                    matmul_in_rows(block, per_offset[ki, kj], target)
                     top = ki + sh * start
                     dxp[top:top + sh * (stop - start - 1) + 1:sh, kj:kj + sw * (self.out_w - 1) + 1:sw] += \
                         target.reshape(stop - start, self.out_w, n, c)
