@@ -230,35 +230,57 @@ class Im2colConv:
         return out
 
     def backward(self, grad: np.ndarray, input_gradient: bool) -> tuple:
-        "From the output's gradient (out_h·out_w·N, O): (input gradient or None, weight gradient, bias gradient or None)."
+        """From the output's gradient as an (out_h, out_w, N, O) view in any memory order: (input gradient
+        or None, weight gradient, bias gradient or None). One pass over the output lines, a block at a time:
+        the block's gradient is brought into (H, W, N, O) order (a view when it already is), its im2col rows
+        are built again (instead of keeping them), and both products use them while they are in cache."""
         o, c, kh, kw = self.weight.shape
         total, scratch = np.zeros_like(self.weight_matrix), np.empty_like(self.weight_matrix)
-        for start, stop in self.blocks:       # im2col again, block by block, instead of keeping it
-            add_matmul_over_rows(self.cols(start, stop), self.lines(grad, start, stop), total, scratch)
+        dx = _InputGradient(self) if input_gradient else None
+        lines_buffer = None if grad.flags.c_contiguous else np.empty(
+            ((self.blocks[0][1] - self.blocks[0][0]) * self.per_line, o), dtype=grad.dtype)
+        for start, stop in self.blocks:
+            block = grad[start:stop]                                                    # (lines, out_w, N, O)
+            if lines_buffer is not None:
+                block = copy_between_layouts(lines_buffer[:block[..., 0].size].reshape(block.shape), block)
+            block = block.reshape(-1, o)                                                # (lines·out_w·N, O)
+            add_matmul_over_rows(self.cols(start, stop), block, total, scratch)
+            if dx is not None:
+                dx.add(block, start, stop)
         shape, order = ((kh, kw, c, o), (3, 2, 0, 1)) if self.rows else ((c, kh, kw, o), (3, 0, 1, 2))
         grad_weight = total[:self.k].reshape(shape).transpose(order)                   # (O, C, kh, kw)
         grad_bias = total[self.k] if self.has_bias else None
-        return (self.input_gradient(grad) if input_gradient else None), grad_weight, grad_bias
+        return (None if dx is None else dx.result()), grad_weight, grad_bias
 
-    def input_gradient(self, grad: np.ndarray) -> np.ndarray:
-        """dx: for each kernel offset, grad @ W[:, :, ki, kj] is an (out_h·out_w·N, C) block that adds onto
-        the input cells that offset read — long contiguous runs in (H, W, N, C) memory."""
-        o, c, kh, kw = self.weight.shape
-        (ph, pw), (sh, sw) = self.padding, self.stride
-        n = self.per_line // self.out_w
-        per_offset = np.ascontiguousarray(self.weight.transpose(2, 3, 0, 1))          # (kh, kw, O, C)
-        dxp = np.zeros((self.h + 2 * ph, self.w + 2 * pw, n, c), dtype=grad.dtype)    # (Hp, Wp, N, C)
-        blocks = line_blocks(self.out_h, self.per_line * (o + c) * grad.itemsize)
-        part = np.empty(((blocks[0][1] - blocks[0][0]) * self.per_line, c), dtype=grad.dtype)
-        for start, stop in blocks:
-            block, target = self.lines(grad, start, stop), part[:(stop - start) * self.per_line]
-            for ki in range(kh):
-                for kj in range(kw):
-                    matmul_in_rows(block, per_offset[ki, kj], target)
-                    top = ki + sh * start
-                    dxp[top:top + sh * (stop - start - 1) + 1:sh, kj:kj + sw * (self.out_w - 1) + 1:sw] += \
-                        target.reshape(stop - start, self.out_w, n, c)
-        return image_major(dxp[ph:ph + self.h, pw:pw + self.w])                         # (N, C, H, W) view
+
+class _InputGradient:
+    """dx of an Im2colConv, a block of output lines at a time: for each kernel offset, grad @ W[:, :, ki, kj]
+    is an (m, C) block that adds onto the input cells that offset read — long contiguous runs in
+    (H, W, N, C) memory."""
+    def __init__(self, conv: Im2colConv):
+        o, c, kh, kw = conv.weight.shape
+        (ph, pw) = conv.padding
+        self.conv, self.n = conv, conv.per_line // conv.out_w
+        self.per_offset = np.ascontiguousarray(conv.weight.transpose(2, 3, 0, 1))      # (kh, kw, O, C)
+        dtype = conv.buffer.dtype
+        self.dxp = np.zeros((conv.h + 2 * ph, conv.w + 2 * pw, self.n, c), dtype=dtype)   # (Hp, Wp, N, C)
+        self.part = np.empty(((conv.blocks[0][1] - conv.blocks[0][0]) * conv.per_line, c), dtype=dtype)
+
+    def add(self, block: np.ndarray, start: int, stop: int) -> None:
+        "Add the input gradient of output lines start:stop, from their (m, O) output gradient."
+        conv, (sh, sw) = self.conv, self.conv.stride
+        kh, kw = self.per_offset.shape[:2]
+        target = self.part[:len(block)]
+        for ki in range(kh):
+            top = ki + sh * start
+            rows = self.dxp[top:top + sh * (stop - start - 1) + 1:sh]
+            for kj in range(kw):
+                matmul_in_rows(block, self.per_offset[ki, kj], target)
+                rows[:, kj:kj + sw * (conv.out_w - 1) + 1:sw] += target.reshape(stop - start, conv.out_w, self.n, -1)
+
+    def result(self) -> np.ndarray:
+        (ph, pw), conv = self.conv.padding, self.conv
+        return image_major(self.dxp[ph:ph + conv.h, pw:pw + conv.w])                   # (N, C, H, W) view
 
 
 # %% ../../nbs/17_im2col.ipynb #66f3fd61
@@ -279,7 +301,7 @@ def conv2d_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", stride: tuple,
 
     def backward(grad):
         grad = pixel_major(same_layout(grad, out))                      # (out_h, out_w, N, O), contiguous
-        grad_x, grad_weight, grad_bias = conv.backward(grad.reshape(-1, o), x.requires_grad)
+        grad_x, grad_weight, grad_bias = conv.backward(grad, x.requires_grad)
         if grad_x is not None:
             grad_x = same_layout(grad_x, x.data)                         # the input's memory order
         return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
@@ -426,7 +448,7 @@ def conv2d_relu_maxpool2_fast(x: Tensor, weight: Tensor, bias: "Tensor | None", 
         target = as_batch_last(grad_activation)
         for offset in range(4):
             np.multiply(routed, winner == offset, out=window(target, *divmod(offset, 2), pool_h, pool_w, (2, 2)))
-        grad_x, grad_weight, grad_bias = conv.backward(grad_activation, x.requires_grad)
+        grad_x, grad_weight, grad_bias = conv.backward(grad_activation.reshape(out_h, out_w, n, o), x.requires_grad)
         return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
