@@ -153,8 +153,9 @@ def memory_order(array: np.ndarray) -> list:
 def copy_between_layouts(target: np.ndarray, source: np.ndarray, batch_axis: int = 0) -> np.ndarray:
     """target[...] = source, in steps that keep a copy between two memory orders streaming: NumPy copies
     fast when both sides run along the same innermost axis, so first make the target's innermost axis the
-    innermost one (a transpose of small slabs), then move whole runs; a batch axis that is innermost in the
-    target is copied a few images at a time instead, so that each step stays in cache."""
+    innermost one (a transpose of small slabs), then move whole runs, a slab of the source's outermost axis
+    at a time; a batch axis that is innermost in the target is copied a few images at a time instead, so
+    that each step stays in cache."""
     inner, order = memory_order(target)[-1], memory_order(source)
     steps = [axis for axis in order if axis != inner] + [inner]
     if inner == batch_axis and order[-1] != inner:
@@ -162,9 +163,15 @@ def copy_between_layouts(target: np.ndarray, source: np.ndarray, batch_axis: int
     elif order[-1] == inner or steps == memory_order(target):
         target[...] = source
     else:
-        middle = np.empty([source.shape[axis] for axis in steps], dtype=target.dtype).transpose(np.argsort(steps))
-        middle[...] = source
-        target[...] = middle
+        outer = order[0]
+        step = 2 * COPY_IMAGES
+        sizes = [min(step, source.shape[axis]) if axis == outer else source.shape[axis] for axis in steps]
+        middle = np.empty(sizes, dtype=target.dtype).transpose(np.argsort(steps))
+        for start in range(0, source.shape[outer], step):
+            part = (slice(None),) * outer + (slice(start, start + step),)
+            slab = middle[(slice(None),) * outer + (slice(0, min(step, source.shape[outer] - start)),)]
+            slab[...] = source[part]
+            target[part] = slab
     return target
 
 def same_layout(array: np.ndarray, layout: np.ndarray, batch_axis: int = 0) -> np.ndarray:
