@@ -32,6 +32,19 @@ def test_conv2d_fast_matches_torch(case, out_channels, with_bias):
         inputs, f"conv2d {shape} k{kernel} s{stride} p{padding}")
 
 
+@pytest.mark.parametrize("rows", [1, 7, 12, 97])
+@pytest.mark.parametrize("small_product", [1, 5, 40, 10**6])
+def test_products_in_small_pieces_cover_every_row(rows, small_product, monkeypatch):
+    "Stacked pieces when a divisor of the row count fits, else a loop over uneven pieces: the same products."
+    monkeypatch.setattr(fast_module, "SMALL_PRODUCT", small_product)
+    rng = np.random.default_rng(rows)
+    a, b, grad = rng.standard_normal((rows, 3)), rng.standard_normal((3, 2)), rng.standard_normal((rows, 2))
+    out = fast_module.matmul_in_rows(a, b, np.empty((rows, 2)))
+    assert np.allclose(out, a @ b, rtol=1e-12, atol=1e-12)
+    total = fast_module.add_matmul_over_rows(a, grad, np.ones((3, 2)))
+    assert np.allclose(total, 1 + a.T @ grad, rtol=1e-12, atol=1e-12)
+
+
 MEMORY_ORDERS = ("nchw", "nhwc", "hwnc", "chwn")
 
 
@@ -48,24 +61,28 @@ def in_memory_order(x: Tensor, order: str) -> Tensor:
 
 @FAST
 @given(geometry(pool=False, max_size=7, max_batch=3), st.integers(1, 4), st.booleans(),
-       st.sampled_from(MEMORY_ORDERS), st.booleans(), st.booleans())
-def test_conv2d_fast_every_path_matches_torch(case, out_channels, with_bias, order, rows, one_line_blocks):
+       st.sampled_from(MEMORY_ORDERS), st.booleans(), st.booleans(), st.sampled_from([None, 1, 97]))
+def test_conv2d_fast_every_path_matches_torch(case, out_channels, with_bias, order, rows, one_line_blocks,
+                                              small_product):
     """Both ways of building the im2col matrix (rows copied from channels-last memory, or columns from
-    batch-last memory), blocks of one output line or one block, on inputs of any memory order."""
+    batch-last memory), blocks of one output line or one block, products in one piece, in pieces of one
+    row, or in uneven pieces (a cap of 97 multiply-adds rarely divides a block), on inputs of any memory order."""
     shape, kernel, stride, padding, seed = case
     rng = np.random.default_rng(seed)
     inputs = [rng.standard_normal(shape), rng.standard_normal((out_channels, shape[1], *kernel))]
     inputs += [rng.standard_normal(out_channels)] if with_bias else []
-    saved = fast_module.ROWS_MIN_CHANNELS, fast_module.BLOCK_BYTES
+    saved = fast_module.ROWS_MIN_CHANNELS, fast_module.BLOCK_BYTES, fast_module.SMALL_PRODUCT
     fast_module.ROWS_MIN_CHANNELS = 1 if rows else 10**9
     fast_module.BLOCK_BYTES = 1 if one_line_blocks else saved[1]
+    fast_module.SMALL_PRODUCT = small_product or saved[2]
     try:
         compare_function_with_torch(
             lambda x, w, *b: conv2d_fast(in_memory_order(x, order), w, b[0] if b else None, stride, padding),
             lambda x, w, *b: F.conv2d(x, w, b[0] if b else None, stride=stride, padding=padding),
-            inputs, f"conv2d {shape} k{kernel} s{stride} p{padding} {order} rows={rows} one-line={one_line_blocks}")
+            inputs, f"conv2d {shape} k{kernel} s{stride} p{padding} {order} rows={rows} one-line={one_line_blocks} "
+                    f"small-product={small_product}")
     finally:
-        fast_module.ROWS_MIN_CHANNELS, fast_module.BLOCK_BYTES = saved
+        fast_module.ROWS_MIN_CHANNELS, fast_module.BLOCK_BYTES, fast_module.SMALL_PRODUCT = saved
 
 
 @FAST
