@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st
 
 from tinytorch.core import im2col as fast_module
 from tinytorch.core.im2col import (avg_pool2d_fast, batch_norm2d_fast, col2im, conv2d_fast,
-                                   conv2d_relu_maxpool2_fast, im2col, max_pool2d_fast, output_size, same_layout)
+                                   conv2d_relu_maxpool2_fast, im2col, max_pool2d_fast, same_layout)
+from tinytorch.core.spatial import output_size
 from tinytorch.core.tensor import Tensor
 from torch_compare import assert_close, compare_function_with_torch, geometry
 
@@ -218,7 +219,7 @@ def test_float32_stays_float32_and_layout_is_invisible():
     (lambda: conv2d_fast(Tensor(np.ones((1, 2, 8, 8))), Tensor(np.ones((2, 3, 3, 3))), None, (1, 1), (0, 0)),
      r"expected input with 3 channels, got shape \(1, 2, 8, 8\)"),
     (lambda: max_pool2d_fast(Tensor(np.ones((1, 1, 2, 2))), (3, 3), (1, 1), (0, 0)),
-     r"smaller than the kernel 3×3"),
+     r"max_pool2d on input \(1, 1, 2, 2\): kernel size 3 does not fit input size 2 with padding 0"),
 ])
 def test_bad_input_names_expected_and_received(call, message):
     with pytest.raises(ValueError, match=message):

@@ -4,15 +4,16 @@
 
 # %% auto #0
 __all__ = ['ROWS_MIN_CHANNELS', 'BLOCK_BYTES', 'COPY_IMAGES', 'SMALL_PRODUCT', 'image_major', 'batch_last', 'batch_first',
-           'output_size', 'keep_freed_memory', 'pad_batch_last', 'window', 'im2col', 'col2im', 'small_products',
-           'matmul_in_rows', 'add_matmul_over_rows', 'pixel_major', 'copy_in_blocks', 'memory_order',
-           'copy_between_layouts', 'same_layout', 'padded', 'windows', 'line_blocks', 'Im2colConv', 'conv2d_fast',
-           'window_max', 'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast', 'conv2d_relu_maxpool2_fast']
+           'keep_freed_memory', 'pad_batch_last', 'window', 'im2col', 'col2im', 'small_products', 'matmul_in_rows',
+           'add_matmul_over_rows', 'pixel_major', 'copy_in_blocks', 'memory_order', 'copy_between_layouts',
+           'same_layout', 'padded', 'windows', 'line_blocks', 'Im2colConv', 'conv2d_fast', 'window_max',
+           'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast', 'conv2d_relu_maxpool2_fast']
 
 # %% ../../nbs/17_im2col.ipynb #e798fa56
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .spatial import output_size   # one contract for the window count: Module 09's
 from .tensor import Tensor
 
 # %% ../../nbs/17_im2col.ipynb #8d3dd022
@@ -24,19 +25,14 @@ def batch_first(array: np.ndarray) -> np.ndarray:
     "(C, H, W, N) view -> (N, C, H, W) view; no copy."
     return array.transpose(3, 0, 1, 2)
 
-def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    "Positions a kernel of `kernel` cells takes along an axis of `size`, padded, with `stride`."
-    return (size + 2 * padding - kernel) // stride + 1
-
 def _check_input(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple, what: str) -> tuple:
     "Validate a 4-D input and return the output height and width."
     if x.ndim != 4:
         raise ValueError(f"{what} expected 4-D input (N, C, H, W), got shape {x.shape}")
-    sizes = tuple(output_size(x.shape[2 + axis], kernel_size[axis], stride[axis], padding[axis]) for axis in (0, 1))
-    if min(sizes) < 1:
-        raise ValueError(f"{what}: input {x.shape[2]}×{x.shape[3]} padded by {padding} is smaller than "
-                         f"the kernel {kernel_size[0]}×{kernel_size[1]}; output size would be {sizes}")
-    return sizes
+    try:
+        return tuple(output_size(x.shape[2 + axis], kernel_size[axis], stride[axis], padding[axis]) for axis in (0, 1))
+    except ValueError as error:     # Module 09's message, naming the operation
+        raise ValueError(f"{what} on input {x.shape}: {error}") from None
 
 # %% ../../nbs/17_im2col.ipynb #1fe0efed
 def keep_freed_memory(keep_bytes: int = 256 << 20) -> bool:
