@@ -291,19 +291,25 @@ class _InputGradient:
         self.part = np.empty((kh * kw, (conv.blocks[0][1] - conv.blocks[0][0]) * conv.per_line, c), dtype=dtype)
         self.kernel = kh, kw
 
-    def add(self, block: np.ndarray, start: int, stop: int) -> None:
-        "Add the input gradient of output lines start:stop, from their (m, O) output gradient."
-        conv, (sh, sw), (kh, kw) = self.conv, self.conv.stride, self.kernel
-        m, c = len(block), self.part.shape[-1]
+    def products(self, block: np.ndarray) -> np.ndarray:
+        "block @ W[:, :, ki, kj] for every kernel offset, as small products in one call: (kh·kw, m, C)."
+        (kh, kw), (m, c) = self.kernel, (len(block), self.part.shape[-1])
         stack = small_products(block, c)
         stack = block[None] if stack is None else stack                              # (pieces, rows, O)
         products = self.part[:, :m]                                                  # (kh·kw, m, C)
         np.matmul(stack[None], self.per_offset, out=products.reshape((kh * kw,) + stack.shape[:2] + (c,)))
+        return products
+
+    def add(self, block: np.ndarray, start: int, stop: int) -> None:
+        "Add the input gradient of output lines start:stop, from their (m, O) output gradient."
+        conv, (sh, sw), (kh, kw) = self.conv, self.conv.stride, self.kernel
+        products = self.products(block)
         for ki in range(kh):
             top = ki + sh * start
             rows = self.dxp[top:top + sh * (stop - start - 1) + 1:sh]
             for kj in range(kw):
-                rows[:, kj:kj + sw * (conv.out_w - 1) + 1:sw] += products[ki * kw + kj].reshape(stop - start, conv.out_w, self.n, c)
+                rows[:, kj:kj + sw * (conv.out_w - 1) + 1:sw] += \
+                    products[ki * kw + kj].reshape(stop - start, conv.out_w, self.n, -1)
 
     def result(self) -> np.ndarray:
         (ph, pw), conv = self.conv.padding, self.conv
