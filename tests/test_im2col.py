@@ -11,7 +11,7 @@ from tinytorch.core.im2col import (avg_pool2d_fast, batch_norm2d_fast, col2im, c
                                    conv2d_relu_maxpool2_fast, im2col, max_pool2d_fast, same_layout)
 from tinytorch.core.spatial import output_size
 from tinytorch.core.tensor import Tensor
-from torch_compare import assert_close, compare_function_with_torch, geometry
+from torch_compare import assert_close, batch_norm_case, compare_function_with_torch, geometry
 
 FAST = settings(max_examples=30, deadline=None)
 
@@ -109,26 +109,21 @@ def test_same_layout_copies_only_when_the_memory_order_differs():
     assert np.array_equal(aligned, other) and aligned.strides == layout.strides
 
 
-@FAST
-@given(geometry(pool=True, max_size=7, max_batch=3))
-def test_max_pool2d_fast_matches_torch(case):
-    shape, kernel, stride, padding, seed = case
-    x = np.random.default_rng(seed).standard_normal(shape)
-    compare_function_with_torch(lambda x: max_pool2d_fast(x, kernel, stride, padding),
-                                lambda x: F.max_pool2d(x, kernel, stride, padding),
-                                [x], f"max_pool2d {shape} k{kernel} s{stride} p{padding}")
+POOLS = {"max_pool2d": (max_pool2d_fast, F.max_pool2d), "avg_pool2d": (avg_pool2d_fast, F.avg_pool2d)}
 
 
+@pytest.mark.parametrize("pool, ties", [("max_pool2d", False), ("max_pool2d", True), ("avg_pool2d", False)])
 @FAST
 @given(geometry(pool=True, max_size=7, max_batch=3))
-def test_max_pool2d_ties_route_like_torch(case):
-    """Integers from {-1, 0, 1} make ties in almost every window, overlapping windows included:
-    the gradient must go to the same single element PyTorch picks (the first in row-major order)."""
+def test_pools_fast_match_torch(pool, ties, case):
+    """With ties, integers from {-1, 0, 1} make ties in almost every window, overlapping windows included:
+    max-pooling's gradient must go to the same single element PyTorch picks (the first in row-major order)."""
     shape, kernel, stride, padding, seed = case
-    x = np.random.default_rng(seed).integers(-1, 2, shape).astype(np.float64)
-    compare_function_with_torch(lambda x: max_pool2d_fast(x, kernel, stride, padding),
-                                lambda x: F.max_pool2d(x, kernel, stride, padding),
-                                [x], f"max_pool2d ties {shape} k{kernel} s{stride} p{padding}")
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-1, 2, shape).astype(np.float64) if ties else rng.standard_normal(shape)
+    fast, reference = POOLS[pool]
+    compare_function_with_torch(lambda x: fast(x, kernel, stride, padding), lambda x: reference(x, kernel, stride, padding),
+                                [x], f"{pool}{' ties' if ties else ''} {shape} k{kernel} s{stride} p{padding}")
 
 
 def test_max_pool2d_tie_goes_to_one_element():
@@ -139,21 +134,9 @@ def test_max_pool2d_tie_goes_to_one_element():
 
 
 @FAST
-@given(geometry(pool=True, max_size=7, max_batch=3))
-def test_avg_pool2d_fast_matches_torch(case):
-    shape, kernel, stride, padding, seed = case
-    x = np.random.default_rng(seed).standard_normal(shape)
-    compare_function_with_torch(lambda x: avg_pool2d_fast(x, kernel, stride, padding),
-                                lambda x: F.avg_pool2d(x, kernel, stride, padding),
-                                [x], f"avg_pool2d {shape} k{kernel} s{stride} p{padding}")
-
-
-@FAST
-@given(st.integers(1, 4), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.booleans(),
-       st.integers(0, 2**16))
-def test_batch_norm2d_fast_matches_torch(n, c, h, w, training, seed):
-    if training and n * h * w < 2:
-        n = 2
+@given(batch_norm_case(max_batch=4))
+def test_batch_norm2d_fast_matches_torch(case):
+    (n, c, h, w), training, seed = case
     rng = np.random.default_rng(seed)
     x = rng.normal(1.5, 2.0, (n, c, h, w))
     gamma, beta = rng.standard_normal(c), rng.standard_normal(c)

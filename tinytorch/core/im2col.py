@@ -6,8 +6,8 @@
 __all__ = ['ROWS_MIN_CHANNELS', 'BLOCK_BYTES', 'COPY_IMAGES', 'SMALL_PRODUCT', 'image_major', 'batch_last', 'batch_first',
            'keep_freed_memory', 'pad_batch_last', 'window', 'im2col', 'col2im', 'small_products', 'matmul_in_rows',
            'add_matmul_over_rows', 'pixel_major', 'copy_in_blocks', 'memory_order', 'copy_between_layouts',
-           'same_layout', 'padded', 'windows', 'line_blocks', 'Im2colConv', 'conv2d_fast', 'window_max',
-           'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast', 'conv2d_relu_maxpool2_fast']
+           'same_layout', 'padded', 'windows', 'line_blocks', 'Im2colConv', 'conv2d_fast', 'window_max', 'pool_input',
+           'unpadded', 'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast', 'conv2d_relu_maxpool2_fast']
 
 # %% ../../nbs/17_im2col.ipynb #e798fa56
 import numpy as np
@@ -361,14 +361,21 @@ def window_max(xp: np.ndarray, kh: int, kw: int, out_h: int, out_w: int, stride:
         np.maximum(winner, claim, out=winner)
     return best, winner
 
+def pool_input(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple, fill: float, what: str) -> tuple:
+    "(xp, out_h, out_w): a pooling's input as batch-last (C, Hp, Wp, N), padded with `fill`, and its output size."
+    out_h, out_w = _check_input(x, kernel_size, stride, padding, what)
+    xp = batch_last(x.data)                                             # (C, H, W, N)
+    return (xp if padding == (0, 0) else pad_batch_last(xp, padding, fill)), out_h, out_w   # (C, Hp, Wp, N)
+
+def unpadded(dxp: np.ndarray, padding: tuple, h: int, w: int) -> np.ndarray:
+    "The (N, C, H, W) view of a padded batch-last (C, Hp, Wp, N) gradient without its border."
+    ph, pw = padding
+    return batch_first(dxp[:, ph:ph + h, pw:pw + w])
+
 def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) -> (N, C, out_h, out_w): max over each window; padding never wins."
     kh, kw = kernel_size
-    out_h, out_w = _check_input(x, kernel_size, stride, padding, "max_pool2d")
-    h, w = x.shape[2], x.shape[3]
-    xp = batch_last(x.data)                                             # (C, H, W, N)
-    if padding != (0, 0):
-        xp = pad_batch_last(xp, padding, -np.inf)                       # (C, Hp, Wp, N)
+    xp, out_h, out_w = pool_input(x, kernel_size, stride, padding, -np.inf, "max_pool2d")
     best, winner = window_max(xp, kh, kw, out_h, out_w, stride)         # (C, out_h, out_w, N) each
 
     def backward(grad):
@@ -386,8 +393,7 @@ def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple
                 target += grad * mask
             else:   # every input cell is in at most one window: write instead of add
                 np.multiply(grad, mask, out=target)
-        ph, pw = padding
-        return (batch_first(dxp[:, ph:ph + h, pw:pw + w]),)              # (N, C, H, W)
+        return (unpadded(dxp, padding, *x.shape[2:]),)                   # (N, C, H, W)
 
     return Tensor.from_op(batch_first(best), (x,), backward, "max_pool2d_fast")
 
@@ -395,11 +401,7 @@ def max_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple
 def avg_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple) -> Tensor:
     "(N, C, H, W) -> (N, C, out_h, out_w): mean over each window, zeros padded count."
     kh, kw = kernel_size
-    out_h, out_w = _check_input(x, kernel_size, stride, padding, "avg_pool2d")
-    h, w = x.shape[2], x.shape[3]
-    xp = batch_last(x.data)                                             # (C, H, W, N)
-    if padding != (0, 0):
-        xp = pad_batch_last(xp, padding, 0.0)                           # (C, Hp, Wp, N)
+    xp, out_h, out_w = pool_input(x, kernel_size, stride, padding, 0.0, "avg_pool2d")
     total = window(xp, 0, 0, out_h, out_w, stride).copy(order="K")      # (C, out_h, out_w, N)
     for offset in range(1, kh * kw):
         total += window(xp, *divmod(offset, kw), out_h, out_w, stride)
@@ -410,8 +412,7 @@ def avg_pool2d_fast(x: Tensor, kernel_size: tuple, stride: tuple, padding: tuple
         dxp = np.zeros_like(xp)                                          # (C, Hp, Wp, N)
         for offset in range(kh * kw):
             window(dxp, *divmod(offset, kw), out_h, out_w, stride)[...] += share
-        ph, pw = padding
-        return (batch_first(dxp[:, ph:ph + h, pw:pw + w]),)              # (N, C, H, W)
+        return (unpadded(dxp, padding, *x.shape[2:]),)                   # (N, C, H, W)
 
     return Tensor.from_op(batch_first(total), (x,), backward, "avg_pool2d_fast")
 
