@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['ROWS_MIN_CHANNELS', 'BLOCK_BYTES', 'COPY_IMAGES', 'SMALL_PRODUCT', 'image_major', 'batch_last', 'batch_first',
-           'keep_freed_memory', 'pad_batch_last', 'window', 'im2col', 'col2im', 'small_products', 'matmul_in_rows',
-           'add_matmul_over_rows', 'pixel_major', 'copy_in_blocks', 'memory_order', 'copy_between_layouts',
-           'same_layout', 'padded', 'windows', 'line_blocks', 'Im2colConv', 'conv2d_fast', 'window_max', 'pool_input',
-           'unpadded', 'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast', 'conv2d_relu_maxpool2_fast']
+           'keep_freed_memory', 'pad_batch_last', 'window', 'im2col', 'col2im', 'rows_per_small_product',
+           'small_products', 'matmul_in_rows', 'add_matmul_over_rows', 'pixel_major', 'copy_in_blocks', 'memory_order',
+           'copy_between_layouts', 'same_layout', 'padded', 'windows', 'line_blocks', 'Im2colConv', 'conv2d_fast',
+           'window_max', 'pool_input', 'unpadded', 'max_pool2d_fast', 'avg_pool2d_fast', 'batch_norm2d_fast',
+           'conv2d_relu_maxpool2_fast']
 
 # %% ../../nbs/17_im2col.ipynb #e798fa56
 import numpy as np
@@ -93,40 +94,42 @@ BLOCK_BYTES = 512 << 10   # one block of im2col rows: about half of a core's L2 
 COPY_IMAGES = 8           # images per step of a transposing copy, so that each step stays in cache
 SMALL_PRODUCT = 1_000_000 # multiply-adds (M·N·K) up to which OpenBLAS multiplies without packing its operands
 
+def rows_per_small_product(k: int, columns: int) -> int:
+    "The most rows of an (m, k) matrix whose product with a (k, columns) one takes at most SMALL_PRODUCT multiply-adds."
+    return max(1, SMALL_PRODUCT // max(k * columns, 1))
+
 def small_products(a: np.ndarray, columns: int):
     """`a` (m, K) as a (pieces, m / pieces, K) view whose products with a (K, columns) matrix take at most
     SMALL_PRODUCT multiply-adds each, so that one np.matmul call runs them all on OpenBLAS's small-matrix
-    kernel (no packing of the operands, about 25 % faster here, and no Python loop); None when m has no
-    divisor that makes pieces of a useful size."""
+    kernel (no packing of the operands, about 25 % faster here, and no Python loop); None when no divisor
+    of m gives pieces of at least half the largest size."""
     m, k = a.shape
-    most = max(1, SMALL_PRODUCT // max(k * columns, 1))
-    pieces = -(-m // most)
-    while m % pieces and pieces <= 2 * -(-m // most):
-        pieces += 1
-    if m % pieces:
-        return None
-    return a.reshape((pieces, m // pieces, k), copy=False)
+    fewest = -(-m // rows_per_small_product(k, columns))
+    for pieces in range(fewest, 2 * fewest + 1):
+        if m % pieces == 0:
+            return a.reshape((pieces, m // pieces, k), copy=False)
+    return None
 
 def matmul_in_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     "out[...] = a @ b as small products (see small_products); `out` is a C-contiguous (m, columns) array."
     stack = small_products(a, b.shape[-1])
-    if stack is None:
-        step = max(1, SMALL_PRODUCT // max(a.shape[1] * b.shape[-1], 1))
-        for start in range(0, len(a), step):
-            np.matmul(a[start:start + step], b, out=out[start:start + step])
-    else:
+    if stack is not None:
         np.matmul(stack, b, out=out.reshape(stack.shape[:2] + out.shape[1:]))
+        return out
+    step = rows_per_small_product(a.shape[1], b.shape[-1])
+    for start in range(0, len(a), step):
+        np.matmul(a[start:start + step], b, out=out[start:start + step])
     return out
 
 def add_matmul_over_rows(a: np.ndarray, b: np.ndarray, total: np.ndarray) -> np.ndarray:
     "total += a.T @ b as small products over the contracted rows (see small_products)."
     stack = small_products(a, b.shape[-1])
-    if stack is None:
-        step = max(1, SMALL_PRODUCT // max(a.shape[1] * b.shape[1], 1))
-        for start in range(0, len(a), step):
-            total += a[start:start + step].T @ b[start:start + step]
-    else:
+    if stack is not None:
         total += np.matmul(stack.transpose(0, 2, 1), b.reshape(stack.shape[:2] + b.shape[1:])).sum(axis=0)
+        return total
+    step = rows_per_small_product(a.shape[1], b.shape[-1])
+    for start in range(0, len(a), step):
+        total += a[start:start + step].T @ b[start:start + step]
     return total
 
 def pixel_major(array: np.ndarray) -> np.ndarray:
@@ -254,20 +257,16 @@ class Im2colConv:
         return out
 
     def backward(self, grad: np.ndarray, input_gradient: bool) -> tuple:
-        """From the output's gradient as an (out_h, out_w, N, O) view in any memory order: (input gradient
-        or None, weight gradient, bias gradient or None). One pass over the output lines, a block at a time:
-        the block's gradient is brought into (H, W, N, O) order (a view when it already is), its im2col rows
-        are built again (instead of keeping them), and both products use them while they are in cache."""
+        """From the output's gradient, (out_h, out_w, N, O) in that memory order: (input gradient or None,
+        weight gradient, bias gradient or None). One pass over the blocks of output lines: each block of the
+        gradient is used for dW (with the block's im2col rows, built again instead of kept) and for dx while
+        it is in cache."""
         o, c, kh, kw = self.weight.shape
+        grad = np.ascontiguousarray(grad)                                               # a no-op when it is
         total = np.zeros_like(self.weight_matrix)
         dx = _InputGradient(self) if input_gradient else None
-        lines_buffer = None if grad.flags.c_contiguous else np.empty(
-            ((self.blocks[0][1] - self.blocks[0][0]) * self.per_line, o), dtype=grad.dtype)
         for start, stop in self.blocks:
-            block = grad[start:stop]                                                    # (lines, out_w, N, O)
-            if lines_buffer is not None:
-                block = copy_between_layouts(lines_buffer[:block[..., 0].size].reshape(block.shape), block)
-            block = block.reshape(-1, o)                                                # (lines·out_w·N, O)
+            block = grad[start:stop].reshape(-1, o)                                     # (lines·out_w·N, O)
             add_matmul_over_rows(self.cols(start, stop), block, total)
             if dx is not None:
                 dx.add(block, start, stop)
@@ -283,7 +282,7 @@ class _InputGradient:
     (H, W, N, C) memory."""
     def __init__(self, conv: Im2colConv):
         o, c, kh, kw = conv.weight.shape
-        (ph, pw) = conv.padding
+        ph, pw = conv.padding
         self.conv, self.n = conv, conv.per_line // conv.out_w
         self.per_offset = np.ascontiguousarray(conv.weight.transpose(2, 3, 0, 1).reshape(kh * kw, 1, o, c))  # (kh·kw, 1, O, C)
         dtype = conv.buffer.dtype
