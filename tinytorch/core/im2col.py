@@ -114,7 +114,7 @@ def matmul_in_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     "out[...] = a @ b as small products (see small_products); `out` is a C-contiguous (m, columns) array."
     stack = small_products(a, b.shape[-1])
     if stack is not None:
-        np.matmul(stack, b, out=out.reshape(stack.shape[:2] + out.shape[1:]))
+        np.matmul(stack, b, out=out.reshape(stack.shape[:2] + out.shape[1:], copy=False))
         return out
     step = rows_per_small_product(a.shape[1], b.shape[-1])
     for start in range(0, len(a), step):
@@ -296,7 +296,7 @@ class _InputGradient:
         stack = small_products(block, c)
         stack = block[None] if stack is None else stack                              # (pieces, rows, O)
         products = self.part[:, :m]                                                  # (kh·kw, m, C)
-        np.matmul(stack[None], self.per_offset, out=products.reshape((kh * kw,) + stack.shape[:2] + (c,)))
+        np.matmul(stack[None], self.per_offset, out=products.reshape((kh * kw,) + stack.shape[:2] + (c,), copy=False))
         return products
 
     def add(self, block: np.ndarray, start: int, stop: int) -> None:
