@@ -122,7 +122,8 @@ def test_pools_fast_match_torch(pool, ties, case):
     rng = np.random.default_rng(seed)
     x = rng.integers(-1, 2, shape).astype(np.float64) if ties else rng.standard_normal(shape)
     fast, reference = POOLS[pool]
-    compare_function_with_torch(lambda x: fast(x, kernel, stride, padding), lambda x: reference(x, kernel, stride, padding),
+    compare_function_with_torch(lambda x: fast(x, kernel, stride, padding),
+                                lambda x: reference(x, kernel, stride, padding),
                                 [x], f"{pool}{' ties' if ties else ''} {shape} k{kernel} s{stride} p{padding}")
 
 

@@ -284,7 +284,8 @@ class _InputGradient:
         o, c, kh, kw = conv.weight.shape
         ph, pw = conv.padding
         self.conv, self.n = conv, conv.per_line // conv.out_w
-        self.per_offset = np.ascontiguousarray(conv.weight.transpose(2, 3, 0, 1).reshape(kh * kw, 1, o, c))  # (kh·kw, 1, O, C)
+        per_offset = conv.weight.transpose(2, 3, 0, 1).reshape(kh * kw, 1, o, c)
+        self.per_offset = np.ascontiguousarray(per_offset)                              # (kh·kw, 1, O, C)
         dtype = conv.buffer.dtype
         self.dxp = np.zeros((conv.h + 2 * ph, conv.w + 2 * pw, self.n, c), dtype=dtype)   # (Hp, Wp, N, C)
         self.part = np.empty((kh * kw, (conv.blocks[0][1] - conv.blocks[0][0]) * conv.per_line, c), dtype=dtype)
@@ -296,7 +297,8 @@ class _InputGradient:
         stack = small_products(block, c)
         stack = block[None] if stack is None else stack                              # (pieces, rows, O)
         products = self.part[:, :m]                                                  # (kh·kw, m, C)
-        np.matmul(stack[None], self.per_offset, out=products.reshape((kh * kw,) + stack.shape[:2] + (c,), copy=False))
+        pieces = products.reshape((kh * kw,) + stack.shape[:2] + (c,), copy=False)   # (kh·kw, pieces, rows, C)
+        np.matmul(stack[None], self.per_offset, out=pieces)
         return products
 
     def add(self, block: np.ndarray, start: int, stop: int) -> None:
