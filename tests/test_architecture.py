@@ -106,4 +106,3 @@ def test_every_library_file_is_shipped_to_the_kernel_or_kept_from_it_for_a_reaso
     assert not undecided, f"add these to sandbox.STUDENT_RUNTIME_FILES or to KEPT_FROM_THE_KERNEL: {sorted(undecided)}"
     assert not set(STUDENT_RUNTIME_FILES) & set(KEPT_FROM_THE_KERNEL)
     assert not {f for f in STUDENT_RUNTIME_FILES if not (PACKAGE / f).exists()}, "the runtime lists a missing file"
-
