@@ -57,6 +57,23 @@ def test_no_import_against_the_grain():
     assert not wrong, "imports against the grain (see docs/architecture.md):\n  " + "\n  ".join(wrong)
 
 
+def test_the_library_notebooks_do_not_import_the_tooling():
+    "nbs/ is the library's source: its notebooks (exported cells or not) import tinytorch, never tito."
+    import json
+    wrong = []
+    for notebook in sorted((ROOT / "nbs").glob("*.ipynb")):
+        for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            source = "".join(cell["source"])
+            code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(code)):
+                names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                         else [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+                wrong += [f"{notebook.name} cell {cell.get('id')}: {name}" for name in names if name.split(".")[0] == "tito"]
+    assert not wrong, "library notebooks importing the course tooling:\n  " + "\n  ".join(wrong)
+
+
 def test_the_student_runtime_imports_only_what_it_ships():
     shipped = {".".join(Path("tinytorch", f).with_suffix("").parts).removesuffix(".__init__")
                for f in STUDENT_RUNTIME_FILES}
