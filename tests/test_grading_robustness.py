@@ -236,7 +236,8 @@ def test_a_grader_bug_on_one_notebook_costs_that_row_only_and_it_still_gets_a_pa
 
     def broken(*args, **kwargs):
         raise KeyError("a bug of the grader's own")
-    monkeypatch.setattr(grading, "restore_cells", broken)
+    from tito.grading import pipeline
+    monkeypatch.setattr(pipeline, "restore_cells", broken)
     result = grade_batch(more, ROOT, course_copy, settings, limits, progress=False)
     dan = {r.student: r for r in result.results}["dan"]
     assert (dan.status, dan.score) == ("crashed", 0.0)
