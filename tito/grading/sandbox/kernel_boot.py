@@ -1,6 +1,6 @@
 """Start a grading kernel with the student runtime first on sys.path.
 
-Never imported: `tito.grading.sandbox` copies this file into the student runtime (as
+Never imported: `tito.grading.sandbox.runtime` copies this file into the student runtime (as
 `_tinytorch_kernel.py`) and every grading kernel runs it as its main script, inside the sandbox."""
 import os
 import sys
