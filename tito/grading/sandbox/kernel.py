@@ -40,10 +40,25 @@ class _Kernel:
         self.channel = KernelChannel(connection, limits)
         self.max_message = self.channel.max_message
         self.cpu_seconds = 0.0
-        # What the run asks of a kernel, whichever kind it is:
-        self.request, self.poll = self.channel.request, self.channel.poll
-        self.alive, self.exit_code = self.process.alive, self.process.exit_code
-        self.interrupt, self.end_strays = self.process.interrupt, self.process.end_strays
+
+    # What a run asks of a kernel, whichever kind of process it is.
+    def request(self, msg_type: str, content: dict) -> str:
+        return self.channel.request(msg_type, content)
+
+    def poll(self, timeout: float) -> list:
+        return self.channel.poll(timeout)
+
+    def alive(self) -> bool:
+        return self.process.alive()
+
+    def exit_code(self):
+        return self.process.exit_code()
+
+    def interrupt(self) -> None:
+        self.process.interrupt()
+
+    def end_strays(self) -> None:
+        self.process.end_strays()
 
     def wait_ready(self, submission_deadline: float) -> None:
         """Return once the kernel answers on both channels; raise `_Stopped` (final) if it dies,
