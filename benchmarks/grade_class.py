@@ -42,7 +42,9 @@ def make_class(folder: Path, students: int) -> Path:
 
 
 def grade_once(class_dir: Path, count: int, sandbox: bool, jobs: int, scratch: Path, warm: dict):
-    from tito.grading.grade import STATE, grade_batch, limits_for
+    from tito.grading.batch import grade_batch
+    from tito.grading.course import limits_for
+    from tito.grading.model import STATE
     from tito.settings import load_settings
     settings = load_settings(ROOT)
     subset = scratch / f"class-{count}"

@@ -4,6 +4,7 @@ then the same N again (all reused), and print milliseconds per submission for ea
 
     .venv/bin/python benchmarks/grade_scale.py            # N = 250 1000
     .venv/bin/python benchmarks/grade_scale.py 250 1000 5000
+    .venv/bin/python benchmarks/grade_scale.py --dask 250 1000   # the same on a LocalCluster of 2 workers
 
 Each N gets a fresh course folder; the reference run and the misconception variants are computed
 once, before the timings, so they do not count against the first N."""
@@ -16,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tito.grading.grade import grade_batch, limits_for   # noqa: E402
+from tito.grading.batch import grade_batch   # noqa: E402
+from tito.grading.course import limits_for
 from tito.settings import load_settings                   # noqa: E402
 
 
@@ -27,7 +29,7 @@ def make_class(folder: Path, n: int) -> Path:
     return folder
 
 
-def main(sizes) -> int:
+def main(sizes, scheduler=None) -> int:
     settings = load_settings(ROOT)
     limits = limits_for(settings, sandbox=True)
     work = Path(tempfile.mkdtemp(prefix="grade-scale-"))
@@ -41,10 +43,10 @@ def main(sizes) -> int:
             (course / ".tito-grade" / "results").exists() and shutil.rmtree(course / ".tito-grade" / "results")
             submitted = make_class(work / f"class-{n}", n)
             started = time.perf_counter()
-            grade_batch(submitted, ROOT, course, settings, limits, jobs=2, progress=False)
+            grade_batch(submitted, ROOT, course, settings, limits, jobs=2, progress=False, scheduler=scheduler)
             first = time.perf_counter() - started
             started = time.perf_counter()
-            again = grade_batch(submitted, ROOT, course, settings, limits, jobs=2, progress=False)
+            again = grade_batch(submitted, ROOT, course, settings, limits, jobs=2, progress=False, scheduler=scheduler)
             rerun = time.perf_counter() - started
             assert again.reused == n and again.graded_now == 0
             rows.append((n, first, rerun))
@@ -59,5 +61,17 @@ def main(sizes) -> int:
     return 0
 
 
+def on_dask(sizes) -> int:
+    "main() with every submission graded on a LocalCluster (2 worker processes, one thread each)."
+    from distributed import LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=50) as cluster:
+        print(f"on Dask: {cluster.scheduler_address}, 2 workers", flush=True)
+        return main(sizes, scheduler=cluster.scheduler_address)
+
+
 if __name__ == "__main__":
-    sys.exit(main([int(a) for a in sys.argv[1:]] or [250, 1000]))
+    args = sys.argv[1:]
+    dask = "--dask" in args
+    sizes = [int(a) for a in args if a != "--dask"] or [250, 1000]
+    sys.exit(on_dask(sizes) if dask else main(sizes))

@@ -1,5 +1,6 @@
 """One side of `tito bench`, run in its own process so that neither library's threads disturb the
-other: `python benchmarks/run.py {layers,digits} {ours,torch}` prints one JSON object.
+other: `python benchmarks/run.py {layers,conv,simplecnn,digits} {ours,torch} [openblas=own]` prints one
+JSON object.
 
 layers: forward+backward milliseconds (fastest of repeats) of Conv2d, MaxPool2d, AvgPool2d,
 BatchNorm2d and SimpleCNN(3, 10, 32) at batch 64, float32; for `ours` also the loop
@@ -13,6 +14,16 @@ import time
 
 for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(variable, "1")   # one thread: on 2 shared cores, two run many times slower
+
+# Some machines set these to force old OpenBLAS builds onto safe kernels (Haswell's AVX2 on an AVX-512
+# CPU, for one); a current NumPy detects the CPU itself, and PyTorch's own kernels ignore them. With
+# `openblas=own` this process unsets them before NumPy loads OpenBLAS; every result says which were set.
+OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+OPENBLAS_ENV = {"set": {variable: os.environ[variable] for variable in OPENBLAS_OVERRIDES if variable in os.environ},
+                "kept": "openblas=own" not in sys.argv[1:]}
+if not OPENBLAS_ENV["kept"]:
+    for variable in OPENBLAS_OVERRIDES:
+        os.environ.pop(variable, None)
 
 import numpy as np
 
@@ -129,6 +140,14 @@ def ours_layers() -> dict:
     return rows
 
 
+def ours_conv_ms() -> float:
+    "The first row alone: one Conv2d layer, forward+backward, its input needing a gradient."
+    from tinytorch.core.tensor import manual_seed
+    manual_seed(0)
+    _, spec, shape, _ = LAYERS[0]
+    return best_ms(ours_step(ours_layer(spec, "fast"), shape, False), 40)
+
+
 def ours_simplecnn_ms() -> float:
     from tinytorch.core.spatial import SimpleCNN
     from tinytorch.core.tensor import manual_seed
@@ -195,19 +214,26 @@ def torch_simplecnn_ms() -> float:
     return best_ms(torch_step(torch_simplecnn(3, 10, 32), SIMPLECNN[1], True), 30)
 
 
-def torch_layers() -> dict:
+def torch_layer(spec):
     import torch.nn as nn
-    torch_setup()
-    step_of = torch_step
+    kind, *arguments = spec
+    if kind == "conv":
+        c_in, c_out, k, p = arguments
+        return nn.Conv2d(c_in, c_out, k, padding=p)
+    return {"maxpool": nn.MaxPool2d, "avgpool": nn.AvgPool2d, "batchnorm": nn.BatchNorm2d}[kind](*arguments)
 
+
+def torch_conv_ms() -> float:
+    torch_setup()
+    _, spec, shape, _ = LAYERS[0]
+    return best_ms(torch_step(torch_layer(spec), shape, False), 40)
+
+
+def torch_layers() -> dict:
+    torch_setup()
     rows = {}
-    for name, (kind, *arguments), shape, _ in LAYERS:
-        if kind == "conv":
-            c_in, c_out, k, p = arguments
-            layer = nn.Conv2d(c_in, c_out, k, padding=p)
-        else:
-            layer = {"maxpool": nn.MaxPool2d, "avgpool": nn.AvgPool2d, "batchnorm": nn.BatchNorm2d}[kind](*arguments)
-        rows[name] = {"torch_ms": best_ms(step_of(layer, shape, False), 30)}
+    for name, spec, shape, _ in LAYERS:
+        rows[name] = {"torch_ms": best_ms(torch_step(torch_layer(spec), shape, False), 30)}
     rows[SIMPLECNN[0]] = {"torch_ms": torch_simplecnn_ms()}
     return rows
 
@@ -286,13 +312,16 @@ def main(argv) -> int:
         result["layout"] = layout()
     elif what == "simplecnn":   # the SimpleCNN row alone (Module 17's notebook compares it)
         result = {"ms": (ours_simplecnn_ms() if side == "ours" else torch_simplecnn_ms()), "blas": blas_kernels(side)}
+    elif what == "conv":        # the first row alone, the lone Conv2d (Module 17's notebook compares it)
+        result = {"ms": (ours_conv_ms() if side == "ours" else torch_conv_ms()), "blas": blas_kernels(side)}
     elif what == "digits":
         result = digits_run(side, int(options.get("epochs", 60)), int(options.get("seed", 0)))
     elif what == "digits-loops":
         result = digits_loops(int(options.get("epochs", 3)), int(options.get("train_limit", 1437)),
                               int(options.get("seed", 0)))
     else:
-        raise SystemExit(f"unknown benchmark {what!r}: expected layers, simplecnn, digits or digits-loops")
+        raise SystemExit(f"unknown benchmark {what!r}: expected layers, conv, simplecnn, digits or digits-loops")
+    result["openblas_env"] = OPENBLAS_ENV
     print(json.dumps(result))
     return 0
 

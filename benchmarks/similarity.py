@@ -50,7 +50,8 @@ def main(argv=None) -> int:
     parser.add_argument("--graded", type=int, default=8, help="submissions actually graded to measure grading")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
-    from tito.grading.grade import grade_batch, limits_for
+    from tito.grading.batch import grade_batch
+    from tito.grading.course import limits_for
     from tito.grading.similarity import compare_class
     from tito.settings import load_settings
     scratch = Path(tempfile.mkdtemp(prefix="tito-bench-similarity-"))

@@ -57,6 +57,23 @@ def test_no_import_against_the_grain():
     assert not wrong, "imports against the grain (see docs/architecture.md):\n  " + "\n  ".join(wrong)
 
 
+def test_the_library_notebooks_do_not_import_the_tooling():
+    "nbs/ is the library's source: its notebooks (exported cells or not) import tinytorch, never tito."
+    import json
+    wrong = []
+    for notebook in sorted((ROOT / "nbs").glob("*.ipynb")):
+        for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            source = "".join(cell["source"])
+            code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(code)):
+                names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                         else [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+                wrong += [f"{notebook.name} cell {cell.get('id')}: {name}" for name in names if name.split(".")[0] == "tito"]
+    assert not wrong, "library notebooks importing the course tooling:\n  " + "\n  ".join(wrong)
+
+
 def test_the_student_runtime_imports_only_what_it_ships():
     shipped = {".".join(Path("tinytorch", f).with_suffix("").parts).removesuffix(".__init__")
                for f in STUDENT_RUNTIME_FILES}
@@ -89,3 +106,24 @@ def test_every_library_file_is_shipped_to_the_kernel_or_kept_from_it_for_a_reaso
     assert not undecided, f"add these to sandbox.STUDENT_RUNTIME_FILES or to KEPT_FROM_THE_KERNEL: {sorted(undecided)}"
     assert not set(STUDENT_RUNTIME_FILES) & set(KEPT_FROM_THE_KERNEL)
     assert not {f for f in STUDENT_RUNTIME_FILES if not (PACKAGE / f).exists()}, "the runtime lists a missing file"
+
+
+# Inside grading, the dispatch of a class (a batch on this machine, or a Dask cluster) sits above
+# the stages of one submission and the data they pass on: a stage never reaches back up to it.
+DISPATCH = {"tito.grading.batch", "tito.grading.distributed"}
+
+
+def test_the_stages_of_one_submission_never_import_the_class_dispatch():
+    grading = [(name, path) for name, path in modules() if layer(name) == "grading"]
+    assert DISPATCH <= {name for name, _ in grading}
+    wrong = [f"{name} imports {target}" for name, path in grading if name not in DISPATCH
+             for target in imported(path) if target in DISPATCH]
+    assert not wrong, "a stage imports the class's dispatch (see docs/architecture.md):\n  " + "\n  ".join(wrong)
+
+
+def test_the_pipeline_lists_its_stages_in_the_order_the_page_gives():
+    from tito.grading.pipeline import STAGES
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    order = " → ".join(stage.__name__ for stage in STAGES)
+    assert order == "read → restore → execute → score → write_report"
+    assert order in page

@@ -13,7 +13,8 @@ import urllib.request
 from test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, JupyterLab, _require_browser
 
 from student_notebooks import ROOT
-from tito.grading.grade import grade_batch, limits_for
+from tito.grading.batch import grade_batch
+from tito.grading.course import limits_for
 from tito.settings import load_settings
 
 SAMPLES = ROOT / "tests" / "submissions" / "submitted"

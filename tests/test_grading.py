@@ -18,9 +18,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from tito.grading import grade as grading
+from tito.grading import model as grading
 from tito.grading.feedback import find_leaks
-from tito.grading.grade import GradingError, grade_batch, limits_for, load_assignment
+from tito.grading.batch import grade_batch
+from tito.grading.course import limits_for, load_assignment
+from tito.grading.model import GradingError
 from tito.grading.term import COLUMNS
 from tito.grading.notebooks import cell_text, read_submission
 from tito.settings import load_settings
@@ -265,7 +267,8 @@ def test_grading_refuses_without_a_sandbox_unless_told(batch, tmp_path, monkeypa
     flat = tmp_path / "flat"
     flat.mkdir()
     shutil.copy(batch.submitted / "invalid_json" / "09_spatial" / "09_spatial.ipynb", flat / "ann.ipynb")
-    monkeypatch.setattr(grading, "sandbox_available", lambda: (False, "bwrap: no user namespaces"))
+    from tito.grading import course
+    monkeypatch.setattr(course, "sandbox_available", lambda: (False, "bwrap: no user namespaces"))
     with pytest.raises(GradingError, match="--no-sandbox"):
         grade_batch(flat, ROOT, tmp_path / "refused", settings, limits_for(settings, sandbox=True), progress=False)
     out = tmp_path / "unsandboxed"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from distributed import Client, LocalCluster
 
-from tito.grading.grade import grade_batch, limits_for
+from tito.grading.batch import grade_batch
+from tito.grading.course import limits_for
 from tito.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,9 +17,13 @@ from pathlib import Path
 import pytest
 
 from tito.grading import feedback as fb
-from tito.grading import grade as grading
+from tito.grading import model as grading
+from tito.grading import gradebook as gradebook_module, report as report_module
 from tito.grading import intake
-from tito.grading.grade import GradingError, Submission, grade_batch, grade_one, limits_for, load_assignment
+from tito.grading.batch import grade_batch
+from tito.grading.course import limits_for, load_assignment
+from tito.grading.model import GradingError, Submission
+from tito.grading.pipeline import grade_one
 from tito.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,9 +90,9 @@ def test_a_full_disk_ends_the_run_plainly_keeps_grades_csv_whole_and_a_rerun_fin
     if where == "gradebook":
         def full(self, result):
             raise _DiskFullError("(sqlite3.OperationalError) database or disk is full")
-        monkeypatch.setattr(grading.Gradebook, "write", full)
+        monkeypatch.setattr(gradebook_module.Gradebook, "write", full)
     else:
-        real = grading.atomic_write
+        real = report_module.atomic_write
 
         def full(path, data, mode="w"):
             if Path(path).name == "grades.csv":
@@ -97,7 +101,7 @@ def test_a_full_disk_ends_the_run_plainly_keeps_grades_csv_whole_and_a_rerun_fin
                 Path(temp).unlink()   # what atomic_write does with its temp file when the write fails
                 raise OSError(errno.ENOSPC, "No space left on device")
             return real(path, data, mode)
-        monkeypatch.setattr(grading, "atomic_write", full)
+        monkeypatch.setattr(report_module, "atomic_write", full)
     with pytest.raises(GradingError) as raised:
         grade_batch(more, ROOT, course_copy, settings, limits, progress=False)
     message = str(raised.value)

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from tito.grading.feedback import feedback_notebook, find_leaks, to_html
-from tito.grading.grade import GradingError, Submission, discover, grade_one, load_assignment
+from tito.grading.course import load_assignment
+from tito.grading.find import discover
+from tito.grading.model import GradingError, Submission
+from tito.grading.pipeline import grade_one
 from tito.grading.notebooks import (InvalidNotebook, content_hash, demo_cells, grade_id, read_submission,
                                          restore_cells, secret_lines)
 from tito.grading.sandbox import KernelLimits
@@ -348,7 +351,7 @@ def test_one_rule_decides_which_archive_members_are_unpacked(name, kind, problem
 
 
 def test_whether_a_grade_was_sandboxed_is_a_field_not_a_reading_of_detail():
-    from tito.grading.grade import Result
+    from tito.grading.model import Result
     plain = dict(student="s", status="graded", score=1.0, max_score=2.0)
     assert Result(**plain, detail="sandbox off; anything", sandboxed=True).graded_in_sandbox()
     assert not Result(**plain, detail="", sandboxed=False).graded_in_sandbox()

@@ -8,9 +8,10 @@ from hypothesis import given, settings, strategies as st
 
 from tinytorch.core import im2col as fast_module
 from tinytorch.core.im2col import (avg_pool2d_fast, batch_norm2d_fast, col2im, conv2d_fast,
-                                   conv2d_relu_maxpool2_fast, im2col, max_pool2d_fast, output_size, same_layout)
+                                   conv2d_relu_maxpool2_fast, im2col, max_pool2d_fast, same_layout)
+from tinytorch.core.spatial import output_size
 from tinytorch.core.tensor import Tensor
-from torch_compare import assert_close, compare_function_with_torch, geometry
+from torch_compare import assert_close, batch_norm_case, compare_function_with_torch, geometry
 
 FAST = settings(max_examples=30, deadline=None)
 
@@ -32,6 +33,19 @@ def test_conv2d_fast_matches_torch(case, out_channels, with_bias):
         inputs, f"conv2d {shape} k{kernel} s{stride} p{padding}")
 
 
+@pytest.mark.parametrize("rows", [1, 7, 12, 97])
+@pytest.mark.parametrize("small_product", [1, 5, 40, 10**6])
+def test_products_in_small_pieces_cover_every_row(rows, small_product, monkeypatch):
+    "Stacked pieces when a divisor of the row count fits, else a loop over uneven pieces: the same products."
+    monkeypatch.setattr(fast_module, "SMALL_PRODUCT", small_product)
+    rng = np.random.default_rng(rows)
+    a, b, grad = rng.standard_normal((rows, 3)), rng.standard_normal((3, 2)), rng.standard_normal((rows, 2))
+    out = fast_module.matmul_in_rows(a, b, np.empty((rows, 2)))
+    assert np.allclose(out, a @ b, rtol=1e-12, atol=1e-12)
+    total = fast_module.add_matmul_over_rows(a, grad, np.ones((3, 2)))
+    assert np.allclose(total, 1 + a.T @ grad, rtol=1e-12, atol=1e-12)
+
+
 MEMORY_ORDERS = ("nchw", "nhwc", "hwnc", "chwn")
 
 
@@ -48,24 +62,28 @@ def in_memory_order(x: Tensor, order: str) -> Tensor:
 
 @FAST
 @given(geometry(pool=False, max_size=7, max_batch=3), st.integers(1, 4), st.booleans(),
-       st.sampled_from(MEMORY_ORDERS), st.booleans(), st.booleans())
-def test_conv2d_fast_every_path_matches_torch(case, out_channels, with_bias, order, rows, one_line_blocks):
+       st.sampled_from(MEMORY_ORDERS), st.booleans(), st.booleans(), st.sampled_from([None, 1, 97]))
+def test_conv2d_fast_every_path_matches_torch(case, out_channels, with_bias, order, rows, one_line_blocks,
+                                              small_product):
     """Both ways of building the im2col matrix (rows copied from channels-last memory, or columns from
-    batch-last memory), blocks of one output line or one block, on inputs of any memory order."""
+    batch-last memory), blocks of one output line or one block, products in one piece, in pieces of one
+    row, or in uneven pieces (a cap of 97 multiply-adds rarely divides a block), on inputs of any memory order."""
     shape, kernel, stride, padding, seed = case
     rng = np.random.default_rng(seed)
     inputs = [rng.standard_normal(shape), rng.standard_normal((out_channels, shape[1], *kernel))]
     inputs += [rng.standard_normal(out_channels)] if with_bias else []
-    saved = fast_module.ROWS_MIN_CHANNELS, fast_module.BLOCK_BYTES
+    saved = fast_module.ROWS_MIN_CHANNELS, fast_module.BLOCK_BYTES, fast_module.SMALL_PRODUCT
     fast_module.ROWS_MIN_CHANNELS = 1 if rows else 10**9
     fast_module.BLOCK_BYTES = 1 if one_line_blocks else saved[1]
+    fast_module.SMALL_PRODUCT = small_product or saved[2]
     try:
         compare_function_with_torch(
             lambda x, w, *b: conv2d_fast(in_memory_order(x, order), w, b[0] if b else None, stride, padding),
             lambda x, w, *b: F.conv2d(x, w, b[0] if b else None, stride=stride, padding=padding),
-            inputs, f"conv2d {shape} k{kernel} s{stride} p{padding} {order} rows={rows} one-line={one_line_blocks}")
+            inputs, f"conv2d {shape} k{kernel} s{stride} p{padding} {order} rows={rows} one-line={one_line_blocks} "
+                    f"small-product={small_product}")
     finally:
-        fast_module.ROWS_MIN_CHANNELS, fast_module.BLOCK_BYTES = saved
+        fast_module.ROWS_MIN_CHANNELS, fast_module.BLOCK_BYTES, fast_module.SMALL_PRODUCT = saved
 
 
 @FAST
@@ -91,26 +109,22 @@ def test_same_layout_copies_only_when_the_memory_order_differs():
     assert np.array_equal(aligned, other) and aligned.strides == layout.strides
 
 
-@FAST
-@given(geometry(pool=True, max_size=7, max_batch=3))
-def test_max_pool2d_fast_matches_torch(case):
-    shape, kernel, stride, padding, seed = case
-    x = np.random.default_rng(seed).standard_normal(shape)
-    compare_function_with_torch(lambda x: max_pool2d_fast(x, kernel, stride, padding),
-                                lambda x: F.max_pool2d(x, kernel, stride, padding),
-                                [x], f"max_pool2d {shape} k{kernel} s{stride} p{padding}")
+POOLS = {"max_pool2d": (max_pool2d_fast, F.max_pool2d), "avg_pool2d": (avg_pool2d_fast, F.avg_pool2d)}
 
 
+@pytest.mark.parametrize("pool, ties", [("max_pool2d", False), ("max_pool2d", True), ("avg_pool2d", False)])
 @FAST
 @given(geometry(pool=True, max_size=7, max_batch=3))
-def test_max_pool2d_ties_route_like_torch(case):
-    """Integers from {-1, 0, 1} make ties in almost every window, overlapping windows included:
-    the gradient must go to the same single element PyTorch picks (the first in row-major order)."""
+def test_pools_fast_match_torch(pool, ties, case):
+    """With ties, integers from {-1, 0, 1} make ties in almost every window, overlapping windows included:
+    max-pooling's gradient must go to the same single element PyTorch picks (the first in row-major order)."""
     shape, kernel, stride, padding, seed = case
-    x = np.random.default_rng(seed).integers(-1, 2, shape).astype(np.float64)
-    compare_function_with_torch(lambda x: max_pool2d_fast(x, kernel, stride, padding),
-                                lambda x: F.max_pool2d(x, kernel, stride, padding),
-                                [x], f"max_pool2d ties {shape} k{kernel} s{stride} p{padding}")
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-1, 2, shape).astype(np.float64) if ties else rng.standard_normal(shape)
+    fast, reference = POOLS[pool]
+    compare_function_with_torch(lambda x: fast(x, kernel, stride, padding),
+                                lambda x: reference(x, kernel, stride, padding),
+                                [x], f"{pool}{' ties' if ties else ''} {shape} k{kernel} s{stride} p{padding}")
 
 
 def test_max_pool2d_tie_goes_to_one_element():
@@ -121,21 +135,9 @@ def test_max_pool2d_tie_goes_to_one_element():
 
 
 @FAST
-@given(geometry(pool=True, max_size=7, max_batch=3))
-def test_avg_pool2d_fast_matches_torch(case):
-    shape, kernel, stride, padding, seed = case
-    x = np.random.default_rng(seed).standard_normal(shape)
-    compare_function_with_torch(lambda x: avg_pool2d_fast(x, kernel, stride, padding),
-                                lambda x: F.avg_pool2d(x, kernel, stride, padding),
-                                [x], f"avg_pool2d {shape} k{kernel} s{stride} p{padding}")
-
-
-@FAST
-@given(st.integers(1, 4), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.booleans(),
-       st.integers(0, 2**16))
-def test_batch_norm2d_fast_matches_torch(n, c, h, w, training, seed):
-    if training and n * h * w < 2:
-        n = 2
+@given(batch_norm_case(max_batch=4))
+def test_batch_norm2d_fast_matches_torch(case):
+    (n, c, h, w), training, seed = case
     rng = np.random.default_rng(seed)
     x = rng.normal(1.5, 2.0, (n, c, h, w))
     gamma, beta = rng.standard_normal(c), rng.standard_normal(c)
@@ -201,7 +203,7 @@ def test_float32_stays_float32_and_layout_is_invisible():
     (lambda: conv2d_fast(Tensor(np.ones((1, 2, 8, 8))), Tensor(np.ones((2, 3, 3, 3))), None, (1, 1), (0, 0)),
      r"expected input with 3 channels, got shape \(1, 2, 8, 8\)"),
     (lambda: max_pool2d_fast(Tensor(np.ones((1, 1, 2, 2))), (3, 3), (1, 1), (0, 0)),
-     r"smaller than the kernel 3×3"),
+     r"max_pool2d on input \(1, 1, 2, 2\): kernel size 3 does not fit input size 2 with padding 0"),
 ])
 def test_bad_input_names_expected_and_received(call, message):
     with pytest.raises(ValueError, match=message):

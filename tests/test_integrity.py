@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from tito.grading import policy as policy_module
-from tito.grading.grade import grade_batch, limits_for, load_assignment
+from tito.grading.batch import grade_batch
+from tito.grading.course import limits_for, load_assignment
 from tito.grading.policy import Policy, apply, bwrap_hiding, load_policy, scan
 from tito.grading.similarity import (SimilaritySettings, compare_class, format_report, kgram_hashes,
                                           load_similarity_settings, normalise, winnow)
@@ -131,7 +132,7 @@ def test_student_text_on_the_pages_and_in_the_terminal_is_escaped(tmp_path):
 
 
 def test_unreadable_and_oversized_notebooks_are_skipped_with_the_reason(tmp_path):
-    from tito.grading.grade import Submission
+    from tito.grading.model import Submission
     from tito.grading.similarity import class_documents
     assignment = load_assignment(ROOT, "09_spatial", "09_spatial.ipynb")
     (tmp_path / "broken.ipynb").write_text("{not json", encoding="utf-8")

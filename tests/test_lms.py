@@ -21,7 +21,10 @@ from tito.grading.term import COLUMNS
 from tito.grading import gradescope, lms, sandbox
 from tito.grading.sandbox import launch, sandbox_available
 from tito.grading.feedback import find_leaks
-from tito.grading.grade import GradingError, discover, discover_submissions, grade_batch, limits_for, load_assignment
+from tito.grading.batch import grade_batch
+from tito.grading.course import limits_for, load_assignment
+from tito.grading.find import discover, discover_submissions
+from tito.grading.model import GradingError
 from tito.grading.summary import read_grades, summarise
 from tito.settings import load_settings
 
@@ -355,7 +358,7 @@ def test_autograder_zip_has_what_gradescope_needs(autograder):
             "course/source/09_spatial/09_spatial.ipynb"} <= set(names)
     assert modes["setup.sh"] & 0o111 and modes["run_autograder"] & 0o111
     assert any(n.startswith("course/.tito-grade/reference-") for n in names)
-    assert any(n == "package/tito/grading/grade.py" for n in names)
+    assert any(n == "package/tito/grading/pipeline.py" for n in names)
     import numpy
     assert f"numpy=={numpy.__version__}" in requirements.splitlines() and "torch==" not in requirements
     assert "chmod -R go-rwx /autograder/source" in setup

@@ -342,7 +342,7 @@ def test_tito_tokens_prints_each_token_once_and_keeps_only_hashes(tmp_path, caps
 
 
 def test_serve_refuses_without_a_sandbox_unless_told(tmp_path, monkeypatch):
-    from tito.grading import grade as grading
+    from tito.grading import course as grading
     monkeypatch.setattr(grading, "sandbox_available", lambda: (False, "bwrap: no user namespaces"))
     with pytest.raises(grading.GradingError, match="--no-sandbox"):
         make_service(tmp_path / "refused")
@@ -351,7 +351,7 @@ def test_serve_refuses_without_a_sandbox_unless_told(tmp_path, monkeypatch):
 
 def test_why_grading_failed_is_shown_to_the_instructor_only(service, client, monkeypatch):
     "A grading error (e.g. a page that would leak hidden text) fails the attempt; its reason stays hidden."
-    from tito.grading.grade import GradingError
+    from tito.grading.model import GradingError
     from tito.serve import worker
 
     def refuse(*args, **kwargs):

@@ -13,7 +13,7 @@ from tinytorch.core.spatial import (AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d, S
                                     batch_norm2d_loops, conv2d_loops, max_pool2d_loops, output_size, pad_input,
                                     pair)
 from tinytorch.core.tensor import Tensor, check_gradient, manual_seed
-from torch_compare import assert_close, compare_with_torch, geometry
+from torch_compare import assert_close, batch_norm_case, compare_with_torch, geometry
 
 # the loops are slow: few, small examples
 LOOPS = settings(max_examples=20, deadline=None)
@@ -71,11 +71,9 @@ BN_BUFFERS = {"running_mean": "running_mean", "running_var": "running_var"}
 
 
 @LOOPS
-@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.booleans(),
-       st.integers(0, 2**16))
-def test_batch_norm2d_matches_torch(n, c, h, w, training, seed):
-    if training and n * h * w < 2:
-        n = 2
+@given(batch_norm_case(max_batch=3))
+def test_batch_norm2d_matches_torch(case):
+    (n, c, h, w), training, seed = case
     rng = np.random.default_rng(seed)
     ours, theirs = BatchNorm2d(c, momentum=0.3), torch.nn.BatchNorm2d(c, momentum=0.3)
     ours.double()

@@ -74,3 +74,21 @@ def test_the_term_columns_are_not_cells_and_late_and_written_answers_are_counted
     text = format_summary(summary)
     assert "deadline: 1 on time, 1 late, 1 too late" in text
     assert "written answers: 2 students still to grade by hand" in text
+
+
+def test_concepts_come_from_the_results_not_from_the_wording_of_detail(grades, tmp_path):
+    "A note the text parser has never seen (a reworded or new one) does not become part of a concept."
+    from tito.grading import journal
+    from tito.grading.model import STATE, Result
+    reworded = tmp_path / "course" / "grades.csv"
+    reworded.parent.mkdir()
+    reworded.write_text(CSV.replace('"max-pool of an all-negative', '"a note worded as never before; max-pool of an all-negative'))
+    assert summarise(reworded).concepts[0][0].startswith("a note worded as never before")   # text alone: fooled
+    results = [Result("bob", "graded", 40, 60, "", messages={"pool": ["max-pool of an all-negative window returned 0"]}),
+               Result("cyd", "graded", 20, 60, "", messages={"pool": ["max-pool of an all-negative window returned 0"],
+                                                            "bn": ["running stats never updated", "and more"]})]
+    from_results = summarise(reworded, results=results).concepts
+    assert from_results == [("max-pool of an all-negative window returned 0", 2), ("running stats never updated", 1)]
+    for result in results:   # the journal tito grade leaves beside grades.csv says the same
+        journal.save(reworded.parent / STATE, result)
+    assert summarise(reworded).concepts == from_results

@@ -12,7 +12,8 @@ import pytest
 
 from student_notebooks import ROOT
 from tito.grading.deadline import DeadlinePolicy
-from tito.grading.grade import grade_batch, limits_for
+from tito.grading.batch import grade_batch
+from tito.grading.course import limits_for
 from tito.grading.term import COLUMNS
 from tito.settings import load_settings
 

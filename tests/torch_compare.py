@@ -94,3 +94,13 @@ def geometry(draw, pool: bool, max_size: int = 6, max_batch: int = 2):
     w = draw(st.integers(max(1, kw - 2 * pw), max_size))
     n, c = draw(st.integers(1, max_batch)), draw(st.integers(1, 3))
     return (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), draw(st.integers(0, 2**16))
+
+
+@st.composite
+def batch_norm_case(draw, max_batch: int):
+    "(N, C, H, W), training, seed: in training every channel has at least 2 values (else batch norm refuses)."
+    n, c, h, w = draw(st.integers(1, max_batch)), draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    training = draw(st.booleans())
+    if training and n * h * w < 2:
+        n = 2
+    return (n, c, h, w), training, draw(st.integers(0, 2**16))

@@ -1,7 +1,7 @@
 """The course's settings (`settings.ini`), read by `tito` and by `nbgrader_config.py`."""
 import configparser
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 
@@ -31,6 +31,10 @@ class CourseSettings:
         return self.jobs if self.jobs > 0 else (os.cpu_count() or 1)
 
 
+GRADING_KEYS = ("cell_timeout", "submission_timeout", "memory_mb", "max_processes", "max_output_bytes",
+                "max_notebook_mb", "max_outputs", "max_cells", "max_nesting", "grader_memory_mb", "sandbox", "jobs")
+
+
 def load_settings(root: Path) -> CourseSettings:
     "Read `root/settings.ini`; a missing file or key is an error that names it."
     path = Path(root) / "settings.ini"
@@ -46,22 +50,14 @@ def load_settings(root: Path) -> CourseSettings:
             if key not in grading:   # configparser would answer None
                 raise KeyError(f"[grading] {key}")
             return read(key)
+        # every [grading] key is a field of CourseSettings, read by the field's type
+        read = {int: grading.getint, bool: grading.getboolean}
+        limits = {f.name: required(read[f.type], f.name) for f in fields(CourseSettings) if f.name in GRADING_KEYS}
         return CourseSettings(
             course_id=course["course_id"],
             modules=modules,
             notebooks={m: course.get(f"notebook_{m}", f"{m}.ipynb") for m in modules},
-            cell_timeout=required(grading.getint, "cell_timeout"),
-            submission_timeout=required(grading.getint, "submission_timeout"),
-            memory_mb=required(grading.getint, "memory_mb"),
-            max_processes=required(grading.getint, "max_processes"),
-            max_output_bytes=required(grading.getint, "max_output_bytes"),
-            max_notebook_mb=required(grading.getint, "max_notebook_mb"),
-            max_outputs=required(grading.getint, "max_outputs"),
-            max_cells=required(grading.getint, "max_cells"),
-            max_nesting=required(grading.getint, "max_nesting"),
-            grader_memory_mb=required(grading.getint, "grader_memory_mb"),
-            sandbox=required(grading.getboolean, "sandbox"),
-            jobs=required(grading.getint, "jobs"),
+            **limits,
         )
     except (KeyError, ValueError) as error:
         raise ValueError(f"{path}: bad or missing setting ({error}); see the comments in the file") from error

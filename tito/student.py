@@ -27,9 +27,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tito.grading.notebooks import strip_ansi
+
 STUDENT_MARKER = "tinytorch-student.toml"
 DEFAULT_CELL_TIMEOUT = 120
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # IPython names a notebook frame "Cell In[7], line 12, in conv2d_loops(x, weight)".
 CELL_FRAME = re.compile(r"Cell In\s*\[(\d+)\],\s*line (\d+)(?:,\s*in ([\w.<>]+))?")
 ARROW_LINE = re.compile(r"^-+>\s*\d+\s(.*)$")
@@ -293,10 +294,6 @@ class TestReport:
         return counts
 
 
-def _strip_ansi(text: str) -> str:
-    return ANSI.sub("", text)
-
-
 def _cell_label(nb, index: int) -> str:
     cell = nb.cells[index]
     gid = _nbgrader(cell).get("grade_id")
@@ -309,8 +306,8 @@ def _cell_label(nb, index: int) -> str:
 
 def explain_error(nb, output) -> tuple:
     "(status, one-line detail) of an `error` output; the detail points at the cell a student must fill or fix."
-    ename, evalue = output.get("ename", "Error"), _strip_ansi(str(output.get("evalue", ""))).strip()
-    traceback = [_strip_ansi(part) for part in output.get("traceback", [])]
+    ename, evalue = output.get("ename", "Error"), strip_ansi(str(output.get("evalue", ""))).strip()
+    traceback = [strip_ansi(part) for part in output.get("traceback", [])]
     by_count = {c.get("execution_count"): i for i, c in enumerate(nb.cells) if c.get("cell_type") == "code"}
     frames = [m for part in traceback for m in CELL_FRAME.finditer(part)]
     if ename == "NotImplementedError":
@@ -492,7 +489,7 @@ def validate_notebook(notebook: Path, timeout: int = DEFAULT_CELL_TIMEOUT, relea
                                f"restore its original text (from the released notebook)")
     for cell in results.get("failed", []):
         name = labels.get(cell["source"], _first_line(cell["source"]))
-        error = _strip_ansi(cell.get("raw_error", ""))
+        error = strip_ansi(cell.get("raw_error", ""))
         report.problems.append(f"check {name} fails: {_summarise_traceback(error)}")
     if "changed" not in results and "type_changed" not in results:
         graded = [c for c in nb.cells if _nbgrader(c).get("grade") and c.cell_type == "code"]

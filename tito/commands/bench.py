@@ -25,18 +25,15 @@ def register(subparsers) -> None:
     bench.set_defaults(handler=run_bench)
 
 
-# Some machines set these to force old OpenBLAS builds onto safe kernels (Haswell's AVX2 on an AVX-512
-# CPU, for one); a current NumPy detects the CPU itself, and PyTorch's own kernels ignore them.
-OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# Which OpenBLAS overrides exist, and unsetting them, is benchmarks/run.py's business (`openblas=own`,
+# before NumPy loads OpenBLAS); each result says which were set and whether they were kept.
 KEEP_OPENBLAS_ENV = False
 
 
-def run_side(root, *arguments, keep_openblas_env: "bool | None" = None) -> dict:
+def run_side(root, *arguments) -> dict:
     "One benchmark side in a fresh single-threaded process; its JSON result."
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    if not (KEEP_OPENBLAS_ENV if keep_openblas_env is None else keep_openblas_env):
-        for variable in OPENBLAS_OVERRIDES:
-            env.pop(variable, None)
+    arguments = arguments + (() if KEEP_OPENBLAS_ENV else ("openblas=own",))
     result = subprocess.run([sys.executable, str(root / "benchmarks" / "run.py"), *arguments],
                             capture_output=True, text=True, env=env, cwd=root)
     if result.returncode != 0:
@@ -52,6 +49,7 @@ def best_of_rounds(root, rounds: int) -> tuple:
             result = run_side(root, "layers", side)
             best["blas"] = result.pop("blas", "unknown")
             best["layout"] = result.pop("layout")
+            best["openblas_env"] = result.pop("openblas_env")
             for name, row in result.items():
                 kept = best.setdefault(name, dict(row))
                 for key, value in row.items():
@@ -68,7 +66,7 @@ def layer_table(ours: dict, theirs: dict) -> str:
     header = (f"{'forward+backward':<20} {'input':<14} {'fast ms':>8} {'torch ms':>9} {'fast/torch':>10}   "
               f"{'small input':<12} {'loops ms':>9} {'fast ms':>8} {'loops/fast':>10}")
     lines = [header, "-" * len(header)]
-    rows = [name for name in ours if name not in ("blas", "layout")]
+    rows = [name for name in ours if name not in ("blas", "layout", "openblas_env")]
     order = [name for name in rows if name != FUSED] + [FUSED]   # the extra last, under SimpleCNN
     for name in (n for n in order if n in rows):
         row = ours[name]
@@ -98,7 +96,7 @@ def run_bench(args) -> int:
     if not args.skip_layers:
         ours, theirs = best_of_rounds(root, args.rounds)
         print(layer_table(ours, theirs))
-        kept = {variable: os.environ[variable] for variable in OPENBLAS_OVERRIDES if variable in os.environ}
+        kept = ours["openblas_env"]["set"]
         print(f"(BLAS: ours {ours['blas']}, torch {theirs['blas']}; "
               + (f"kept {kept} from the environment" if KEEP_OPENBLAS_ENV and kept else
                  f"unset {kept} for both sides" if kept else "no OpenBLAS overrides set") + ")")

@@ -1,14 +1,22 @@
 """`tito export` and `tito check`: build the package and the nbgrader source from `nbs/`,
 and fail when what is committed is stale."""
+import ast
 import filecmp
+import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from tito.grading.notebooks import HIDDEN, cell_text, grade_id, is_graded
 from tito.paths import project_root
 from tito.settings import load_settings
+
+# A line `### HIDDEN HELPER _name ...` in a hidden part of nbs/ stands for the one definition of
+# `_name` (a top-level def in an earlier hidden part); source/ gets that definition in its place.
+HELPER_LINE = re.compile(r"^(\s*)### HIDDEN HELPER (\w+)\b")
 
 
 def register(subparsers) -> None:
@@ -35,8 +43,100 @@ def nbdev_export(root: Path) -> None:
     _nbdev("nbdev-export", root)
 
 
+class HelperError(ValueError):
+    "A `### HIDDEN HELPER` line that cannot be expanded (the message names the notebook, cell and helper)."
+
+
+def _hidden_parts(lines: list) -> list:
+    "(first, last) line indices inside each hidden-tests region of a cell's lines (markers excluded)."
+    parts, begin = [], None
+    for index, line in enumerate(lines):
+        if HIDDEN[0] in line:
+            begin = index + 1
+        elif HIDDEN[1] in line and begin is not None:
+            parts.append((begin, index))
+            begin = None
+    return parts
+
+
+def _helper_definitions(cells: list, where: str) -> dict:
+    "{name: [(cell index, def lines), ...]} of the top-level functions defined in the hidden parts of graded cells."
+    found = {}
+    for index, cell in enumerate(cells):
+        if cell.get("cell_type") != "code" or not is_graded(cell):
+            continue
+        lines = cell_text(cell).splitlines()
+        for first, last in _hidden_parts(lines):
+            try:
+                tree = ast.parse("\n".join(lines[first:last]))
+            except SyntaxError as error:
+                raise HelperError(f"{where}: the hidden part of {grade_id(cell)} does not parse ({error.msg}, "
+                                  f"line {error.lineno})") from None
+            for node in tree.body:
+                if isinstance(node, ast.FunctionDef):
+                    start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+                    found.setdefault(node.name, []).append((index, lines[first + start:first + node.end_lineno]))
+    return found
+
+
+def expand_hidden_helpers(nb: dict, where: str = "the notebook") -> dict:
+    """`nb` (notebook JSON) with each `### HIDDEN HELPER _name` line of a hidden part replaced by the
+    one definition of `_name`: so every graded cell of source/ defines what its hidden part calls, and
+    still grades alone (deleted and restored, reordered, or re-run in a new kernel after a crash),
+    while nbs/ holds each reference helper once. HelperError for a line outside a hidden part, a
+    helper defined in no hidden part or in several, or defined only after a cell that uses it."""
+    cells = nb.get("cells", [])
+    if not any(HELPER_LINE.match(line) for cell in cells for line in cell_text(cell).splitlines()):
+        return nb
+    definitions = _helper_definitions(cells, where)
+    out = []
+    for index, cell in enumerate(cells):
+        text = cell_text(cell)
+        lines = text.splitlines()
+        inside = {i for first, last in _hidden_parts(lines) for i in range(first, last)}
+        expanded = []
+        for number, line in enumerate(lines):
+            match = HELPER_LINE.match(line)
+            if not match:
+                expanded.append(line)
+                continue
+            name, cell_name = match[2], grade_id(cell) or f"code cell {index}"
+            if match[1]:
+                raise HelperError(f"{where}: {cell_name} line {number + 1}: `### HIDDEN HELPER {name}` must start "
+                                  "its line (the definition it stands for is top-level code)")
+            if number not in inside or not is_graded(cell):
+                raise HelperError(f"{where}: {cell_name} line {number + 1}: `### HIDDEN HELPER {name}` must stand "
+                                  "inside the hidden tests of a graded cell (the helper is a reference, never released)")
+            places = definitions.get(name, [])
+            if len(places) != 1:
+                raise HelperError(f"{where}: {cell_name} asks for hidden helper {name}, which must be defined once "
+                                  f"(a top-level def in a hidden part); found {len(places)} definitions")
+            (home, definition), = places
+            if home >= index:
+                raise HelperError(f"{where}: {cell_name} asks for hidden helper {name}, whose definition (in "
+                                  f"{grade_id(cells[home])}) must stand in an earlier cell, the first that uses it")
+            expanded.extend(definition)
+        if expanded != lines:
+            source = [line + "\n" for line in expanded]
+            source[-1] = source[-1] if text.endswith("\n") else source[-1][:-1]
+            cell = dict(cell, source=source)
+        out.append(cell)
+    return dict(nb, cells=out)
+
+
+def write_source(origin: Path, target: Path) -> None:
+    "source/'s notebook from nbs/'s: hidden helpers expanded, in nbdev-clean's JSON layout."
+    nb = json.loads(origin.read_text(encoding="utf-8"))
+    expanded = expand_hidden_helpers(nb, str(origin.name))
+    if expanded == nb:
+        shutil.copyfile(origin, target)
+        return
+    target.write_text(json.dumps(expanded, sort_keys=True, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def export_sources(root: Path) -> list:
-    "Copy each graded module's notebook from nbs/ to source/<module>/; returns the written paths."
+    """Write each graded module's notebook from nbs/ to source/<module>/ (a copy, with its
+    `### HIDDEN HELPER` lines expanded); returns the written paths."""
     settings = load_settings(root)
     written = []
     for module in settings.modules:
@@ -46,7 +146,7 @@ def export_sources(root: Path) -> list:
             raise FileNotFoundError(f"settings.ini lists module {module}, but {origin} does not exist")
         target = root / "source" / module / notebook
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(origin, target)
+        write_source(origin, target)
         written.append(target)
     return written
 
@@ -63,7 +163,11 @@ def run_export(args) -> int:
               f"({why_no_module_notebook(Path.cwd())})", file=sys.stderr)
         return 1
     nbdev_export(root)
-    written = export_sources(root)
+    try:
+        written = export_sources(root)
+    except HelperError as error:
+        print(f"tito export: {error}", file=sys.stderr)
+        return 1
     print(f"exported nbs/ -> tinytorch/ and {', '.join(str(p.relative_to(root)) for p in written)}")
     return 0
 
@@ -108,7 +212,11 @@ def stale_files(root: Path) -> list:
 
 def run_check(args) -> int:
     root = project_root()
-    stale = stale_files(root)
+    try:
+        stale = stale_files(root)
+    except HelperError as error:
+        print(f"tito check: {error}", file=sys.stderr)
+        return 1
     if stale:
         print("stale or uncleaned files (edit nbs/, then run `tito export` and `tito release`):", file=sys.stderr)
         for path in stale:

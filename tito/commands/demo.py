@@ -52,7 +52,10 @@ def ensure_released(root: Path, settings) -> None:
 
 
 def run_demo(root: Path, out: Path | None = None, jobs: int | None = None, no_sandbox: bool = False) -> int:
-    from tito.grading.grade import GradingError, grade_batch, limits_for, print_table
+    from tito.grading.batch import grade_batch
+    from tito.grading.course import limits_for
+    from tito.grading.model import GradingError
+    from tito.grading.report import print_table
     from tito.grading.sandbox import sandbox_available
     root = Path(root).resolve()
     settings = load_settings(root)
@@ -93,7 +96,7 @@ def run_demo(root: Path, out: Path | None = None, jobs: int | None = None, no_sa
     print_table(report)
     print()
     from tito.grading.summary import format_summary, save_histogram, summarise
-    summary = summarise(report.csv_path)
+    summary = summarise(report.csv_path, results=report.results)
     print(format_summary(summary))
     print(f"histogram: {save_histogram(summary, out / 'scores.png')}")
     from tito.commands.integrity import summary_section

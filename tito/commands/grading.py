@@ -69,7 +69,10 @@ def run_release(args) -> int:
 
 
 def run_grade(args) -> int:
-    from tito.grading.grade import GradingError, grade_batch, limits_for, print_table
+    from tito.grading.batch import grade_batch
+    from tito.grading.course import limits_for
+    from tito.grading.model import GradingError
+    from tito.grading.report import print_table
     from tito.settings import load_settings
     root = project_root()
     settings = load_settings(root)
@@ -92,12 +95,12 @@ def run_grade(args) -> int:
         from tito.grading.summary import format_summary, summarise
         print_table(report)
         print()
-        print(format_summary(summarise(report.csv_path)))
+        print(format_summary(summarise(report.csv_path, results=report.results)))
         from tito.commands.integrity import summary_section
         print(summary_section(args.directory, root, out))   # similarity and library use: flags only
     if args.histogram:
         from tito.grading.summary import save_histogram, summarise
-        print(f"histogram of scores: {save_histogram(summarise(report.csv_path), args.histogram)}")
+        print(f"histogram of scores: {save_histogram(summarise(report.csv_path, results=report.results), args.histogram)}")
     if report.regraded:
         print(regrade_message(report.regrades, report.regraded))
     withheld = [r.student for r in report.results if r.withheld]

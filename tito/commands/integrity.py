@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from dataclasses import replace
 
-    from tito.grading.grade import GradingError
+    from tito.grading.model import GradingError
     from tito.grading.similarity import compare_class, format_report, load_similarity_settings
     root = project_root()
     course = args.course

@@ -83,7 +83,7 @@ def _module() -> str:
 
 def run_gradescope(args) -> int:
     from tito.grading.gradescope import build_autograder
-    from tito.grading.grade import GradingError
+    from tito.grading.model import GradingError
     from tito.settings import load_settings
     root = project_root()
     try:

@@ -74,7 +74,7 @@ def non_negative_int(text: str) -> int:
 # ---------------------------------------------------------------- tito serve
 
 def run_serve(args) -> int:
-    from tito.grading.grade import GradingError
+    from tito.grading.model import GradingError
     from tito.serve.app import build_service
     try:
         import uvicorn

@@ -11,9 +11,8 @@ import threading
 import nbformat
 
 from tito.grading.notebooks import (HIDDEN, MARK_SCHEME, MARKER_WORDS, cell_text, grade_id, is_graded,
-                                         is_restored, neutralise_markers, strip_region)
+                                    is_restored, neutralise_markers, strip_ansi, strip_region)
 from tinytorch.record import MARKER
-from tito.grading.scoring import ANSI
 
 TAG = re.compile(r"<[^>]*>")
 # Output types shown as-is; html/javascript from a student's kernel is dropped.
@@ -30,7 +29,7 @@ def _forbidden(secrets: dict, submission_text: str) -> list:
 
 def _clean_text(text: str, forbidden: list) -> str:
     kept = []
-    for line in ANSI.sub("", text).splitlines(keepends=True):
+    for line in strip_ansi(text).splitlines(keepends=True):
         if MARKER in line or any(secret in line for secret in forbidden):
             continue
         kept.append(neutralise_markers(line))

@@ -138,7 +138,8 @@ def build_autograder(root: Path, out: Path, settings, module: str | None = None)
     import tinytorch
     import tito
     from tito.grading.sandbox import sandbox_available
-    from tito.grading.grade import STATE, load_misconceptions, limits_for, load_assignment, reference_records
+    from tito.grading.course import load_misconceptions, limits_for, load_assignment, reference_records
+    from tito.grading.model import STATE
     root, out = Path(root).resolve(), Path(out)
     module = module or settings.modules[0]
     notebook = settings.notebook(module)
@@ -187,7 +188,7 @@ def _private(path: Path) -> None:
 
 def pick_submission(folder: Path, notebook: str):
     "The notebook to grade in Gradescope's submission folder (links and files outside it are not read)."
-    from tito.grading.grade import Submission
+    from tito.grading.model import Submission
     folder = Path(folder)
     inside = folder.resolve()
     found = []
@@ -240,7 +241,9 @@ def results_document(result, assignment, visibility: dict, own_text: str) -> dic
 
 def grade_submission(root: Path, work: Path, kernel_uid: int = KERNEL_UID) -> dict:
     from tito.grading.sandbox import sandbox_available
-    from tito.grading.grade import STATE, load_misconceptions, grade_one, limits_for, load_assignment, reference_records
+    from tito.grading.course import load_misconceptions, limits_for, load_assignment, reference_records
+    from tito.grading.model import STATE
+    from tito.grading.pipeline import grade_one
     from tito.grading.notebooks import InvalidNotebook, cell_text, read_submission
     from tito.settings import load_settings
     course = root / "source" / "course"
@@ -274,7 +277,7 @@ def grade_submission(root: Path, work: Path, kernel_uid: int = KERNEL_UID) -> di
 def run(root: Path = DEFAULT_ROOT, kernel_uid: int = KERNEL_UID) -> int:
     """Grade /autograder/submission into /autograder/results/results.json; always writes one
     (a failure of the grader's own gives 0 and says the instructor has the details)."""
-    from tito.grading.grade import atomic_write
+    from tito.grading.intake import atomic_write
     root = Path(root).resolve()
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)

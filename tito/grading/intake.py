@@ -234,3 +234,19 @@ def disk_full(error: BaseException) -> bool:
         if item is not None and type(item).__name__ == "OperationalError" and "disk is full" in str(item).lower():
             return True
     return False
+
+
+def atomic_write(path: Path, data, mode: str = "w") -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {})) as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, 0o644)   # mkstemp makes it private; grades and feedback are meant to be read
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -163,7 +163,7 @@ def _unpacked(archive: Path) -> Path:
 def discover_canvas(path: Path, module: str, notebook: str) -> list:
     """Submissions of a Canvas download: one per Canvas user id, the latest matching notebook
     graded, the others named in the submission's `problem` (it goes into `detail`)."""
-    from tito.grading.grade import GradingError, Submission
+    from tito.grading.model import GradingError, Submission
     path = Path(path)
     try:
         folder = _unpacked(path) if path.is_file() else path
@@ -370,12 +370,12 @@ def canvas_import(grades: Grades, gradebook: Path, assignment: str, out: Path, k
 
 
 def _write(path: Path, text: str) -> None:
-    from tito.grading.grade import atomic_write
+    from tito.grading.intake import atomic_write
     atomic_write(Path(path), text)
 
 
 def _csv_text(header: list, rows: list) -> str:
-    from tito.grading.grade import _spreadsheet_safe
+    from tito.grading.model import spreadsheet_safe as _spreadsheet_safe
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from tinytorch.record import decode_records
+from tito.grading.notebooks import SOLUTION, cell_text, is_graded
 from tito.grading.scoring import record_matches, split_points
 
-BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+BEGIN, END = SOLUTION
 
 
 @dataclass
@@ -86,15 +87,6 @@ class Report:
 
 
 # -- finding the solution regions -------------------------------------------------------------
-def _source(cell) -> str:
-    source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else source
-
-
-def _is_graded(cell) -> bool:
-    return bool(cell.get("metadata", {}).get("nbgrader", {}).get("grade"))
-
-
 def solution_lines(source: str) -> set:
     "1-based line numbers strictly inside BEGIN/END SOLUTION markers."
     inside, lines = False, set()
@@ -212,7 +204,7 @@ def generate_mutants(notebook: dict) -> list:
     mutants = []
     code_cells = [c for c in notebook["cells"] if c.get("cell_type") == "code"]
     for cell_index, cell in enumerate(code_cells):
-        source = _source(cell)
+        source = cell_text(cell)
         lines = solution_lines(source)
         if not lines:
             continue
@@ -303,11 +295,11 @@ class _Worker:
         self.graded = []   # (index, source, reference records, points)
         self.graded_ids = []
         for index, cell in enumerate(self.code_cells):
-            source = _executable(_source(cell))
+            source = _executable(cell_text(cell))
             error, printed = _run_cell(source, self.namespace, cell_seconds * 10)
             if error:
                 raise RuntimeError(f"the reference notebook fails in code cell {index}: {error}")
-            if _is_graded(cell):
+            if is_graded(cell):
                 points = float(cell["metadata"]["nbgrader"].get("points", 0))
                 self.graded.append((index, source, decode_records(printed), points))
                 self.graded_ids.append(cell["metadata"]["nbgrader"].get("grade_id"))

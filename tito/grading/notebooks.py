@@ -89,6 +89,13 @@ def manual_cells(nb) -> list:
             for c in nb.cells if is_graded(c) and is_solution(c) and c.cell_type == "markdown" and grade_id(c)]
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")   # terminal colours in a traceback or a test runner's output
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI.sub("", text)
+
+
 def cell_text(cell) -> str:
     source = cell.get("source", "")
     return "".join(source) if isinstance(source, list) else str(source)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tito.grading.notebooks import grade_id, is_graded
+from tito.grading.notebooks import grade_id, is_graded, strip_ansi
 from tinytorch.record import MARKER, Record, decode_records
 
 RTOL, ATOL = 1e-5, 1e-6
@@ -42,7 +42,6 @@ def short(text: str, limit: int = MAX_MESSAGE) -> str:
 
 # IPython names each cell's code after a hash of its text: "(3440546843.py, line 4)" means
 # nothing to a student (and changes with every edit of the cell), "(line 4)" does.
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 CELL_FILE = re.compile(r"\([^()]*?\b\d+\.py, line (\d+)\)")
 
 
@@ -55,7 +54,7 @@ FRAME = re.compile(r"\bin ([A-Za-z]\w*)\s*$")
 def _raised_in(error) -> str:
     "The innermost named function of the traceback (the student's or the course's; hidden helpers start with _)."
     names = [match[1] for line in error.get("traceback", []) or []
-             for match in [FRAME.search(ANSI.sub("", str(line)).splitlines()[0] if str(line).strip() else "")]
+             for match in [FRAME.search(strip_ansi(str(line)).splitlines()[0] if str(line).strip() else "")]
              if match]
     return names[-1] if names else ""
 

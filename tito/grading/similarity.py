@@ -291,7 +291,7 @@ def course_wrong_values(course: Path, assignment, students: list) -> tuple:
     """({student: wrong records}, reference records) from a graded course folder, or ({}, {}) when
     it holds no reference records for this source (not graded yet)."""
     import nbformat
-    from tito.grading.grade import STATE
+    from tito.grading.model import STATE
     from tinytorch.record import decode_records
     cache = Path(course) / STATE / f"reference-{assignment.source_hash[:16]}.json"
     if not cache.exists():
@@ -386,7 +386,8 @@ def compare_class(directory: Path, root: Path, course: Path | None = None, out: 
     """The integrity report of the submissions in `directory` against the course at `root`
     (source/, release/, settings.ini); wrong values from the graded course folder `course` when
     given; pages and report.json written into `out/similarity/` when `out` is given."""
-    from tito.grading.grade import discover, load_assignment
+    from tito.grading.course import load_assignment
+    from tito.grading.find import discover
     from tito.grading.policy import load_policy
     from tito.settings import load_settings
     root = Path(root)
@@ -478,7 +479,7 @@ def pair_page(pair: Pair, a: Document, b: Document, settings: SimilaritySettings
 
 def write_report(report: Report, documents: dict, folder: Path) -> Path:
     "index.html, one page per listed pair and report.json in `folder`; returns the index."
-    from tito.grading.grade import atomic_write
+    from tito.grading.intake import atomic_write
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("pair-*.html"):
         stale.unlink()

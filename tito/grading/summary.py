@@ -1,6 +1,9 @@
 """What a class's grades say at a glance: mean, median, a histogram of scores, and the checks
 (and concepts) the class struggled with most. Read from `grades.csv`, so it works on any batch,
-old or new, and never disagrees with the file the instructor hands on."""
+old or new, and never disagrees with the file the instructor hands on. The concepts come from
+each student's structured result (`Result.messages`: the reasons per failing cell), from the
+batch in memory or its journal beside grades.csv; only a grades.csv without either (written by
+another tool, or by hand) has them read back from its `detail` text."""
 import csv
 import re
 import statistics
@@ -18,8 +21,14 @@ _NOTE = re.compile(r"^(sandbox off|cell \d+ |cells \d+|the kernel|the notebook|t
                    r"internal grading error|.*\.ipynb)")
 
 
+def concepts_of_result(result) -> list:
+    "The concepts a graded result failed: the first reason of each failing cell, as `detail` shows them."
+    return list(dict.fromkeys(reasons[0] for reasons in result.messages.values() if reasons))
+
+
 def concepts_of(detail: str) -> list:
-    "The concepts a row's `detail` names, each whole even when it contains '; '."
+    """The concepts a row's `detail` names, each whole even when it contains '; ' (for a grades.csv
+    with no results beside it: the grader's notes are told from concepts by their known openings)."""
     segments = [part.strip() for part in detail.split("; ") if part.strip()]
     while segments and _NOTE.match(segments[0]) and not _CELLS.search(segments[0]):
         segments.pop(0)
@@ -86,8 +95,20 @@ def read_grades(csv_path: Path) -> tuple:
         return list(reader), [name for name in header if name not in COLUMNS]
 
 
-def summarise(csv_path: Path, cell_points: dict | None = None) -> ClassSummary:
-    "The class summary of a grades.csv. `cell_points` ({grade_id: points}) gives each cell's full marks."
+def _results_beside(csv_path: Path, rows: list) -> dict:
+    "{student: Result} journaled beside grades.csv by `tito grade` (its course folder's .tito-grade/results/)."
+    from tito.grading import journal
+    from tito.grading.model import STATE
+    state = Path(csv_path).parent / STATE
+    if not (state / "results").is_dir():
+        return {}
+    found = {row["student_id"]: journal.load(state, row["student_id"]) for row in rows}
+    return {student: result for student, result in found.items() if result is not None}
+
+
+def summarise(csv_path: Path, cell_points: dict | None = None, results=None) -> ClassSummary:
+    """The class summary of a grades.csv. `cell_points` ({grade_id: points}) gives each cell's full
+    marks; `results` (the batch's `Result`s) give the concepts, else the journal beside the file."""
     rows, cells = read_grades(csv_path)
     if not rows:
         raise ValueError(f"{csv_path} holds no student")
@@ -100,9 +121,12 @@ def summarise(csv_path: Path, cell_points: dict | None = None) -> ClassSummary:
         stats.append(CellStat(gid, full, statistics.fmean(values) if values else 0.0,
                               sum(v < full - 1e-9 for v in values)))
     stats.sort(key=lambda s: (-s.missed, s.mean / s.points if s.points else 0.0, s.grade_id))
+    by_student = {r.student: r for r in results} if results is not None else _results_beside(csv_path, rows)
     concepts = Counter()
     for row in graded:
-        concepts.update(set(concepts_of(row["detail"])))
+        result = by_student.get(row["student_id"])
+        same = result is not None and result.submission_hash == row.get("submission_sha256", result.submission_hash)
+        concepts.update(set(concepts_of_result(result) if same else concepts_of(row["detail"])))
     return ClassSummary(students=len(rows), max_score=max_score, scores=[float(r["score"]) for r in rows],
                         by_status=Counter(r["status"] for r in rows), cells=stats,
                         concepts=concepts.most_common(), late=Counter(r.get("late") for r in rows if r.get("late")),

@@ -1,5 +1,5 @@
 """`tito serve`: a small submission service that grades each upload at once, through the same
-pipeline and sandbox as `tito grade` (tito.grading.grade), and shows the same feedback page.
+pipeline and sandbox as `tito grade` (tito.grading.pipeline), and shows the same feedback page.
 
 - `store`:  the durable state in the course folder (.tito-serve/): tokens (hashes only), the
             attempts queue in SQLite, the uploaded notebooks content-addressed and fsync'd;

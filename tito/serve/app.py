@@ -412,7 +412,7 @@ def build_service(course: Path, *, root: Path | None = None, workers: int | None
                   serve_settings=None, **limit_overrides) -> Service:
     """The service for the course folder `course` (its .tito-serve/ state), grading the assignment
     of the project `root` (found from `course` upwards) with settings.ini's limits and [serve] section."""
-    from tito.grading.grade import limits_for
+    from tito.grading.course import limits_for
     from tito.paths import project_root
     from tito.serve.store import ServeSettings, Store
     from tito.serve.worker import Course, GraderPool

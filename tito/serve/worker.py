@@ -1,7 +1,7 @@
 """Grading the queue of `tito serve` with a bounded pool of threads, or on a Dask cluster.
 
 Each thread takes the oldest queued attempt (of a student with nothing else being graded) and
-grades it with `tito.grading.grade.grade_one`, the function `tito grade` uses per
+grades it with `tito.grading.pipeline.grade_one`, the function `tito grade` uses per
 submission: same sandbox, same limits, same scores, same feedback page. With a Dask scheduler, each attempt is graded on a worker (`grade_remote`, as
 `tito grade --scheduler` does) and its files are written here.
 
@@ -16,9 +16,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 
-from tito.grading.grade import (STATE as GRADE_STATE, GradingError, Result, Submission, atomic_write, load_misconceptions,
-                                     grade_one, grade_remote, load_assignment, reference_records, sandbox_note_for,
-                                     write_csv)
+from tito.grading.course import load_assignment, load_misconceptions, reference_records, sandbox_note_for
+from tito.grading.distributed import RemoteCourse, RemoteJob, grade_remote, write_files
+from tito.grading.model import STATE as GRADE_STATE, GradingError, Result, Submission
+from tito.grading.pipeline import grade_one
+from tito.grading.report import write_csv
 
 
 class Course:
@@ -35,16 +37,6 @@ class Course:
 
     def feedback_page(self, attempt_dir: Path, student: str) -> Path:
         return attempt_dir / "feedback" / student / f"{self.module}.html"
-
-
-def _write_files(out: Path, files: dict) -> None:
-    "Files a Dask worker sent back for one attempt: only under autograded/ and feedback/ of `out`."
-    out = out.resolve()
-    for relative, content in files.items():
-        target = (out / relative).resolve()
-        if out not in target.parents or not relative.startswith(("autograded/", "feedback/")):
-            raise GradingError(f"a worker sent a file outside autograded/ and feedback/: {relative}")
-        atomic_write(target, content, mode="wb")
 
 
 class GraderPool:
@@ -129,10 +121,10 @@ class GraderPool:
                 from distributed import Client
                 self._client = Client(self.scheduler, timeout=30)
         course = self.course
-        job = (sub.student, course.assignment.notebook, "", sub.data(), course.assignment, course.reference,
-               course.limits, course.sandbox_note)
-        result, files = self._client.submit(grade_remote, job, pure=False).result()
-        _write_files(out, files)
+        job = RemoteJob(sub.student, course.assignment.notebook, "", sub.data())
+        shared = RemoteCourse(course.assignment, course.reference, course.limits, course.sandbox_note)
+        result, files = self._client.submit(grade_remote, job, shared, pure=False).result()
+        write_files(out, files)
         return result
 
     # ------------------------------------------------------------ the class's grades
