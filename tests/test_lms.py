@@ -19,7 +19,7 @@ import pytest
 from tito.grading.term import COLUMNS
 
 from tito.grading import gradescope, lms, sandbox
-from tito.grading.sandbox import sandbox_available
+from tito.grading.sandbox import launch, sandbox_available
 from tito.grading.feedback import find_leaks
 from tito.grading.batch import grade_batch
 from tito.grading.course import limits_for, load_assignment
@@ -417,15 +417,14 @@ def test_a_gradescope_submission_without_a_notebook_still_gets_results(autograde
 
 def test_without_bubblewrap_the_kernel_drops_to_the_unprivileged_uid():
     limits = sandbox.KernelLimits(sandbox=False, unsandboxed_uid=gradescope.KERNEL_UID)
-    fake = SimpleNamespace(limits=limits, uid=sandbox._unsandboxed_uid(limits))
-    argv = sandbox._Kernel._argv(fake, Path("/tmp"), Path("/tmp/runtime"), Path("/tmp/kernel.json"))
+    kernel = launch.kernel_process(limits, launch.unsandboxed_uid(limits), Path("/tmp/runtime"), Path("/tmp/ttk"))
+    argv = kernel.argv(Path("/tmp"), Path("/tmp/kernel.json"))
     assert argv[:7] == [shutil.which("setpriv"), f"--reuid={gradescope.KERNEL_UID}",
                         f"--regid={gradescope.KERNEL_UID}", "--clear-groups", "--inh-caps=-all",
                         "--bounding-set=-all", "--no-new-privs"]
     assert argv[7] == shutil.which("prlimit") and any(a.startswith("--nproc=") for a in argv)
-    plain = SimpleNamespace(limits=sandbox.KernelLimits(sandbox=False), uid=None)
-    assert sandbox._Kernel._argv(plain, Path("/tmp"), Path("/tmp/runtime"), Path("/tmp/kernel.json"))[0] != \
-        shutil.which("setpriv")
+    plain = launch.kernel_process(sandbox.KernelLimits(sandbox=False), None, Path("/tmp/runtime"), Path("/tmp/ttk"))
+    assert plain.argv(Path("/tmp"), Path("/tmp/kernel.json"))[0] != shutil.which("setpriv")
 
 
 def test_a_submission_without_the_notebook_gets_a_reason_and_a_links_is_not_followed(tmp_path):

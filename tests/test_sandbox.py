@@ -656,7 +656,7 @@ def test_stale_outputs_are_cleared_skipped_cells_do_not_run_and_markdown_is_left
 
 
 def test_sandbox_refuses_to_run_where_bubblewrap_cannot(monkeypatch, tmp_path):
-    monkeypatch.setattr(sandbox, "sandbox_available", lambda: (False, "bwrap not found"))
+    monkeypatch.setattr(sandbox.limits, "sandbox_available", lambda: (False, "bwrap not found"))
     with pytest.raises(SandboxUnavailable, match="bwrap not found"):
         execute_notebook(notebook("1"), tmp_path, KernelLimits())
 

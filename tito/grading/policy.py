@@ -7,7 +7,7 @@ Two halves, because neither is enough alone:
   /usr) has its folder or file covered by a read-only stub whose import raises
   ModuleNotFoundError (`bwrap_hiding`). The files are not there for the kernel, so no import
   hook, `sys.path` trick, `importlib` call or `ctypes` load brings them back. The course's own
-  fast path (`tinytorch.core.im2col`) is not in the student runtime at all (sandbox.py).
+  fast path (`tinytorch.core.im2col`) is not in the student runtime at all (sandbox/runtime.py).
   Without the sandbox nothing is hidden: the policy is then the static scan alone.
 - **Reported.** A static scan (`ast`) of the code the student wrote finds every forbidden module
   or call each graded function reaches — directly, through an alias (`import torch.nn.functional

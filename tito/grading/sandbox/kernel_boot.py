@@ -1,6 +1,6 @@
 """Start a grading kernel with the student runtime first on sys.path.
 
-Never imported: `tito.grading.sandbox` copies this file into the student runtime (as
+Never imported: `tito.grading.sandbox.runtime` copies this file into the student runtime (as
 `_tinytorch_kernel.py`) and every grading kernel runs it as its main script, inside the sandbox."""
 import os
 import sys
@@ -96,4 +96,31 @@ def _counted_format(*args, **kwargs):
 
 
 app.shell.display_formatter.format = _counted_format
+
+# ipykernel transforms a cell's source (IPython's magics, `!`, `?`: a tokenizer pass over the whole
+# cell) to decide whether it is async, then IPython's run_cell transforms the same source again.
+# The second call returns the first's result: same text, same transformers, and no code of the
+# cell runs between the two calls. The memo holds one cell, is used at most once, and is dropped
+# when a cell ends (an async cell is transformed only once, so its memo is never used).
+_transform = app.shell.transform_cell
+_last_transform = [None, None]
+
+
+def _transform_once(raw_cell):
+    if _last_transform[0] is not None and _last_transform[0] == raw_cell:
+        result = _last_transform[1]
+        _last_transform[0] = _last_transform[1] = None
+        return result
+    _last_transform[0] = None
+    result = _transform(raw_cell)
+    _last_transform[0], _last_transform[1] = raw_cell, result
+    return result
+
+
+def _forget_transform(*args):
+    _last_transform[0] = _last_transform[1] = None
+
+
+app.shell.transform_cell = _transform_once
+app.shell.events.register("post_execute", _forget_transform)
 app.start()
