@@ -240,14 +240,17 @@ class SandboxedKernel(KernelProcess):
             return None
         return next((pid for pid in proc.namespace_members(self.namespace) if proc.ns_pid(pid) == 2), None)
 
-    def end_strays(self, rounds: int = 50):
-        "SIGKILL every process of the sandbox except its init and the kernel."
+    def end_strays(self, seconds: float = 5.0):
+        """SIGKILL every process of the sandbox except its init and the kernel, until none is left
+        alive (a fork bomb's copies fork while they are being killed; on a loaded machine that takes
+        more rounds than on an idle one), for at most `seconds`."""
         kernel = self.kernel_pid()
         if kernel is None:
             return
-        for _ in range(rounds):
+        deadline = time.monotonic() + seconds
+        while True:
             strays = [pid for pid in proc.namespace_members(self.namespace) if pid not in (self.init_pid, kernel)]
-            if not strays:
+            if not strays or time.monotonic() > deadline:
                 return
             for pid in strays:
                 proc.kill(pid, signal.SIGKILL)
