@@ -243,6 +243,29 @@ def test_a_notebook_above_the_size_cap_is_invalid_without_being_read(tmp_path):
     assert "above the 2 MiB" in page
 
 
+def test_a_fault_writing_an_ungraded_page_costs_that_row_only_and_a_full_disk_says_so(tmp_path, monkeypatch):
+    "The page of a notebook that cannot be read is written by the grader too: its faults are handled like any other."
+    import errno
+    from tito.grading import intake, report
+    root = Path(__file__).resolve().parents[1]
+    assignment = load_assignment(root, "09_spatial", "09_spatial.ipynb")
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text("not a notebook")
+
+    def buggy(*args, **kwargs):
+        raise KeyError("a bug of the grader's own")
+    monkeypatch.setattr(report, "write_ungraded", buggy)
+    result = grade_one(Submission("broken", broken), assignment, {}, KernelLimits(), tmp_path / "out", "sandbox off")
+    assert (result.status, result.score) == ("crashed", 0.0)
+    assert result.notes == [["internal", "internal grading error, tell the instructor: KeyError: \"a bug of the grader's own\""]]
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(report, "write_ungraded", full)
+    with pytest.raises(intake.DiskFull, match="the disk is full"):
+        grade_one(Submission("broken", broken), assignment, {}, KernelLimits(), tmp_path / "out")
+
+
 def test_settings_name_a_missing_grading_key(tmp_path):
     root = Path(__file__).resolve().parents[1]
     text = (root / "settings.ini").read_text(encoding="utf-8")

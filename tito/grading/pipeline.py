@@ -148,10 +148,7 @@ def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, 
     The student's name is added to `scanned` once their page has been scanned for leaks and written."""
     g = Grading(sub, assignment, reference, limits, Path(out), notes=[["sandbox", sandbox_note]] if sandbox_note else [])
     try:
-        for stage in STAGES:
-            stage(g)
-    except Ungraded as verdict:
-        return _ungraded(g, verdict.status, [["submission", verdict.why]], digest=g.digest)
+        return _through_the_stages(g, scanned)
     except (GradingError, intake.DiskFull):
         raise
     except Exception as error:  # noqa: BLE001 - one submission must never stop the class
@@ -163,9 +160,18 @@ def grade_one(sub: Submission, assignment: Assignment, reference: dict, limits, 
             return _ungraded(g, "crashed", [["internal", why]], digest="", notes=[])
         except Exception:  # noqa: BLE001 - the row is what matters
             traceback.print_exc()
-            return _zero(g, "crashed", [["internal", why]], "")
+            return _zero(g, "crashed", [["internal", why]], "", notes=[])
+
+
+def _through_the_stages(g: Grading, scanned: set | None) -> Result:
+    "Each stage in order; a stage's `Ungraded` verdict ends the run with a zero and a page that says why."
+    try:
+        for stage in STAGES:
+            stage(g)
+    except Ungraded as verdict:
+        return _ungraded(g, verdict.status, [["submission", verdict.why]], digest=g.digest)
     if scanned is not None:
-        scanned.add(sub.student)
+        scanned.add(g.sub.student)
     return g.outcome
 
 
