@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tito.grading.intake import member_problem
+from tito.grading.intake import atomic_write, member_problem
+from tito.grading.model import spreadsheet_safe
 
 # name (optional for anonymous assignments), LATE, user id, attachment id, file name
 CANVAS_NAME = re.compile(r"^(?:(?P<name>\w+?)_)??(?:(?P<late>LATE)_)?(?P<user>\d+|anon_[0-9A-Za-z]+)_"
@@ -370,16 +371,14 @@ def canvas_import(grades: Grades, gradebook: Path, assignment: str, out: Path, k
 
 
 def _write(path: Path, text: str) -> None:
-    from tito.grading.intake import atomic_write
     atomic_write(Path(path), text)
 
 
 def _csv_text(header: list, rows: list) -> str:
-    from tito.grading.model import spreadsheet_safe as _spreadsheet_safe
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows([[_spreadsheet_safe(str(cell)) for cell in row] for row in rows])
+    writer.writerows([[spreadsheet_safe(str(cell)) for cell in row] for row in rows])
     return buffer.getvalue()
 
 

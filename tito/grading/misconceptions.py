@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinytorch.record import decode_records, encode_record
+from tito.grading.intake import atomic_write
 from tito.grading.scoring import record_matches
 
 FOLDER = "misconceptions"
@@ -98,7 +99,6 @@ def cached_variant_records(assignment, misconceptions: list, state: Path, cell_s
     records = variant_records(assignment.source, misconceptions, cell_seconds)
     stored = {mid: {gid: "\n".join(encode_record(n, r.value, r.concept, r.points) for n, r in recs.items())
                     for gid, recs in cells.items()} for mid, cells in records.items()}
-    from tito.grading.intake import atomic_write   # (grade imports this module only inside a function)
     atomic_write(cache, json.dumps(stored))
     return records
 
