@@ -202,6 +202,14 @@ CASES = {
         " parent={'header': guess})\n"
         "raise AssertionError('the real failure')",
         "print('next cell')"]),
+    "malformed_outputs": (ROOMY, [
+        # Outputs nbformat's schema refuses (a kernel's code can publish anything): dropped, the rest kept.
+        "kernel = get_ipython().kernel\n"
+        "parent = kernel.get_parent()\n"
+        "kernel.session.send(kernel.iopub_socket, 'stream', {'name': 'weird', 'text': 3}, parent=parent)\n"
+        "kernel.session.send(kernel.iopub_socket, 'display_data', {'data': 5, 'metadata': {}}, parent=parent)\n"
+        "print('kept')",
+        HONEST]),
     "daemons": (ROOMY, [
         SPAWN_WITH_MARKER +
         "import subprocess, time\n"
@@ -524,6 +532,13 @@ def test_a_message_above_the_cap_stops_the_kernel_not_the_grader(batch, case):
     assert errors_of(c[0]) == ["OutputTooLarge"]
     assert sum(len(text_of(cell).encode()) for cell in c) < 5000
     assert honest_cell_ran(c[-1]) and text_of(c[-1]) == "honest cell ran\n"
+
+
+def test_outputs_the_notebook_format_refuses_are_dropped_and_the_rest_is_kept(batch):
+    result, _ = batch["malformed_outputs"]
+    first, last = cells(batch, "malformed_outputs")
+    assert result.status == "ok", result.detail
+    assert [o.get("text") for o in first.outputs] == ["kept\n"] and honest_cell_ran(last)
 
 
 def test_forged_kernel_messages_do_not_hide_a_failure(batch):
