@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from tinytorch.record import decode_records
-from tito.commands.course import HelperError, expand_hidden_helpers
-from tito.grading.notebooks import HIDDEN, cell_text, grade_id, is_graded, is_demo
+from tito.grading.notebooks import HIDDEN, HelperError, cell_text, expand_hidden_helpers, grade_id, is_demo, is_graded
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / "nbs" / "09_spatial.ipynb"

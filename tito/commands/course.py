@@ -1,23 +1,16 @@
 """`tito export` and `tito check`: build the package and the nbgrader source from `nbs/`,
 and fail when what is committed is stale."""
-import ast
 import filecmp
 import json
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from tito.grading.notebooks import HIDDEN, cell_text, grade_id, is_graded
+from tito.grading.notebooks import HelperError, expand_hidden_helpers
 from tito.paths import project_root
 from tito.settings import load_settings
-
-# A line `### HIDDEN HELPER _name ...` in a hidden part of nbs/ stands for the one definition of
-# `_name` (a top-level def in an earlier hidden part); source/ gets that definition in its place.
-HELPER_LINE = re.compile(r"^(\s*)### HIDDEN HELPER (\w+)\b")
-
 
 def register(subparsers) -> None:
     export = subparsers.add_parser("export", help="nbs/ -> tinytorch/ (nbdev) and nbs/ -> source/; "
@@ -41,87 +34,6 @@ def nbdev_export(root: Path) -> None:
     "Clean the notebooks (nbdev-clean), then export them (nbdev-export): the copy in source/ is then the clean one."
     _nbdev("nbdev-clean", root)
     _nbdev("nbdev-export", root)
-
-
-class HelperError(ValueError):
-    "A `### HIDDEN HELPER` line that cannot be expanded (the message names the notebook, cell and helper)."
-
-
-def _hidden_parts(lines: list) -> list:
-    "(first, last) line indices inside each hidden-tests region of a cell's lines (markers excluded)."
-    parts, begin = [], None
-    for index, line in enumerate(lines):
-        if HIDDEN[0] in line:
-            begin = index + 1
-        elif HIDDEN[1] in line and begin is not None:
-            parts.append((begin, index))
-            begin = None
-    return parts
-
-
-def _helper_definitions(cells: list, where: str) -> dict:
-    "{name: [(cell index, def lines), ...]} of the top-level functions defined in the hidden parts of graded cells."
-    found = {}
-    for index, cell in enumerate(cells):
-        if cell.get("cell_type") != "code" or not is_graded(cell):
-            continue
-        lines = cell_text(cell).splitlines()
-        for first, last in _hidden_parts(lines):
-            try:
-                tree = ast.parse("\n".join(lines[first:last]))
-            except SyntaxError as error:
-                raise HelperError(f"{where}: the hidden part of {grade_id(cell)} does not parse ({error.msg}, "
-                                  f"line {error.lineno})") from None
-            for node in tree.body:
-                if isinstance(node, ast.FunctionDef):
-                    start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
-                    found.setdefault(node.name, []).append((index, lines[first + start:first + node.end_lineno]))
-    return found
-
-
-def expand_hidden_helpers(nb: dict, where: str = "the notebook") -> dict:
-    """`nb` (notebook JSON) with each `### HIDDEN HELPER _name` line of a hidden part replaced by the
-    one definition of `_name`: so every graded cell of source/ defines what its hidden part calls, and
-    still grades alone (deleted and restored, reordered, or re-run in a new kernel after a crash),
-    while nbs/ holds each reference helper once. HelperError for a line outside a hidden part, a
-    helper defined in no hidden part or in several, or defined only after a cell that uses it."""
-    cells = nb.get("cells", [])
-    if not any(HELPER_LINE.match(line) for cell in cells for line in cell_text(cell).splitlines()):
-        return nb
-    definitions = _helper_definitions(cells, where)
-    out = []
-    for index, cell in enumerate(cells):
-        text = cell_text(cell)
-        lines = text.splitlines()
-        inside = {i for first, last in _hidden_parts(lines) for i in range(first, last)}
-        expanded = []
-        for number, line in enumerate(lines):
-            match = HELPER_LINE.match(line)
-            if not match:
-                expanded.append(line)
-                continue
-            name, cell_name = match[2], grade_id(cell) or f"code cell {index}"
-            if match[1]:
-                raise HelperError(f"{where}: {cell_name} line {number + 1}: `### HIDDEN HELPER {name}` must start "
-                                  "its line (the definition it stands for is top-level code)")
-            if number not in inside or not is_graded(cell):
-                raise HelperError(f"{where}: {cell_name} line {number + 1}: `### HIDDEN HELPER {name}` must stand "
-                                  "inside the hidden tests of a graded cell (the helper is a reference, never released)")
-            places = definitions.get(name, [])
-            if len(places) != 1:
-                raise HelperError(f"{where}: {cell_name} asks for hidden helper {name}, which must be defined once "
-                                  f"(a top-level def in a hidden part); found {len(places)} definitions")
-            (home, definition), = places
-            if home >= index:
-                raise HelperError(f"{where}: {cell_name} asks for hidden helper {name}, whose definition (in "
-                                  f"{grade_id(cells[home])}) must stand in an earlier cell, the first that uses it")
-            expanded.extend(definition)
-        if expanded != lines:
-            source = [line + "\n" for line in expanded]
-            source[-1] = source[-1] if text.endswith("\n") else source[-1][:-1]
-            cell = dict(cell, source=source)
-        out.append(cell)
-    return dict(nb, cells=out)
 
 
 def write_source(origin: Path, target: Path) -> None:

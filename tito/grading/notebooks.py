@@ -7,6 +7,7 @@
 - the secret text of a source notebook (solutions, hidden tests, mark schemes) for leak scans,
 - clearing hidden tests and mark schemes for feedback.
 """
+import ast
 import copy
 import hashlib
 import json
@@ -359,3 +360,91 @@ def file_hash(path) -> str:
     "content_hash of a file's bytes, read in pieces (a submission may be far too large to hold)."
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+# ---------------------------------------------------------------- hidden reference helpers (tito export)
+
+# A line `### HIDDEN HELPER _name ...` in a hidden part of nbs/ stands for the one definition of
+# `_name` (a top-level def in an earlier hidden part); source/ gets that definition in its place.
+HELPER_LINE = re.compile(r"^(\s*)### HIDDEN HELPER (\w+)\b")
+
+
+class HelperError(ValueError):
+    "A `### HIDDEN HELPER` line that cannot be expanded (the message names the notebook, cell and helper)."
+
+
+def _hidden_parts(lines: list) -> list:
+    "(first, last) line indices inside each hidden-tests region of a cell's lines (markers excluded)."
+    parts, begin = [], None
+    for index, line in enumerate(lines):
+        if HIDDEN[0] in line:
+            begin = index + 1
+        elif HIDDEN[1] in line and begin is not None:
+            parts.append((begin, index))
+            begin = None
+    return parts
+
+
+def _helper_definitions(cells: list, where: str) -> dict:
+    "{name: [(cell index, def lines), ...]} of the top-level functions defined in the hidden parts of graded cells."
+    found = {}
+    for index, cell in enumerate(cells):
+        if cell.get("cell_type") != "code" or not is_graded(cell):
+            continue
+        lines = cell_text(cell).splitlines()
+        for first, last in _hidden_parts(lines):
+            try:
+                tree = ast.parse("\n".join(lines[first:last]))
+            except SyntaxError as error:
+                raise HelperError(f"{where}: the hidden part of {grade_id(cell)} does not parse ({error.msg}, "
+                                  f"line {error.lineno})") from None
+            for node in tree.body:
+                if isinstance(node, ast.FunctionDef):
+                    start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+                    found.setdefault(node.name, []).append((index, lines[first + start:first + node.end_lineno]))
+    return found
+
+
+def expand_hidden_helpers(nb: dict, where: str = "the notebook") -> dict:
+    """`nb` (notebook JSON) with each `### HIDDEN HELPER _name` line of a hidden part replaced by the
+    one definition of `_name`: so every graded cell of source/ defines what its hidden part calls, and
+    still grades alone (deleted and restored, reordered, or re-run in a new kernel after a crash),
+    while nbs/ holds each reference helper once. HelperError for a line outside a hidden part, a
+    helper defined in no hidden part or in several, or defined only after a cell that uses it."""
+    cells = nb.get("cells", [])
+    if not any(HELPER_LINE.match(line) for cell in cells for line in cell_text(cell).splitlines()):
+        return nb
+    definitions = _helper_definitions(cells, where)
+    out = []
+    for index, cell in enumerate(cells):
+        text = cell_text(cell)
+        lines = text.splitlines()
+        inside = {i for first, last in _hidden_parts(lines) for i in range(first, last)}
+        expanded = []
+        for number, line in enumerate(lines):
+            match = HELPER_LINE.match(line)
+            if not match:
+                expanded.append(line)
+                continue
+            name, cell_name = match[2], grade_id(cell) or f"code cell {index}"
+            if match[1]:
+                raise HelperError(f"{where}: {cell_name} line {number + 1}: `### HIDDEN HELPER {name}` must start "
+                                  "its line (the definition it stands for is top-level code)")
+            if number not in inside or not is_graded(cell):
+                raise HelperError(f"{where}: {cell_name} line {number + 1}: `### HIDDEN HELPER {name}` must stand "
+                                  "inside the hidden tests of a graded cell (the helper is a reference, never released)")
+            places = definitions.get(name, [])
+            if len(places) != 1:
+                raise HelperError(f"{where}: {cell_name} asks for hidden helper {name}, which must be defined once "
+                                  f"(a top-level def in a hidden part); found {len(places)} definitions")
+            (home, definition), = places
+            if home >= index:
+                raise HelperError(f"{where}: {cell_name} asks for hidden helper {name}, whose definition (in "
+                                  f"{grade_id(cells[home])}) must stand in an earlier cell, the first that uses it")
+            expanded.extend(definition)
+        if expanded != lines:
+            source = [line + "\n" for line in expanded]
+            source[-1] = source[-1] if text.endswith("\n") else source[-1][:-1]
+            cell = dict(cell, source=source)
+        out.append(cell)
+    return dict(nb, cells=out)
