@@ -2,8 +2,8 @@
 submission with a grade per graded cell, and the scores a person gives the written answers.
 
 Written by one thread. Rows are staged with `write` and made durable by `commit`, which the batch
-calls every few hundred results (a commit is an fsync of the whole database: per submission it was
-most of a large class's bookkeeping). A new submission's rows mirror nbgrader's own
+calls at once for a result a kernel ran for and once per batch for results that cost nothing (a
+commit is an fsync of the whole database: per submission it was most of a large class's bookkeeping). A new submission's rows mirror nbgrader's own
 `Gradebook.add_submission` (a submitted notebook per notebook, a grade per grade cell and task
 cell, a comment per solution cell and task cell), written with nbgrader's ORM classes in the
 batch's transaction instead of one commit per student and per submission.
@@ -29,9 +29,7 @@ class Gradebook:
         # what add_submission mirrors, read once: (id, name, [(grade cell id, name)], [solution cell id], [task cell id])
         self.layout = [(nb.id, nb.name, [(c.id, c.name) for c in nb.grade_cells], [c.id for c in nb.solution_cells],
                         [c.id for c in nb.task_cells]) for nb in self.assignment.notebooks]
-        self.students = {row[0] for row in self.db.query(api.Student.id)}
-        self.submitted = {row[0] for row in self.db.query(api.SubmittedAssignment.student_id)
-                          .filter(api.SubmittedAssignment.assignment_id == self.assignment.id)}
+        self._read_who_is_there()
         self.staged = 0
         self._manual = None   # {(student, cell name): (manual_score, auto_score, needs_manual_grade)}, read once
 
@@ -62,9 +60,14 @@ class Gradebook:
         "Forget what was staged (the journal has none of it, so a rerun grades those again)."
         self.db.rollback()
         self.staged = 0
-        self.students = {row[0] for row in self.db.query(self.api.Student.id)}
-        self.submitted = {row[0] for row in self.db.query(self.api.SubmittedAssignment.student_id)
-                          .filter(self.api.SubmittedAssignment.assignment_id == self.assignment.id)}
+        self._read_who_is_there()
+
+    def _read_who_is_there(self) -> None:
+        "The students the gradebook knows, and those with a submission of this assignment."
+        api = self.api
+        self.students = {row[0] for row in self.db.query(api.Student.id)}
+        self.submitted = {row[0] for row in self.db.query(api.SubmittedAssignment.student_id)
+                          .filter(api.SubmittedAssignment.assignment_id == self.assignment.id)}
 
     def _stage(self, result) -> None:
         grades = self._new_submission(result.student) if result.student not in self.submitted \
@@ -102,16 +105,20 @@ class Gradebook:
         self.submitted.add(student)
         return grades
 
-    def _grades_of(self, student: str) -> dict:
-        "{grade cell name: Grade} of `student`'s submitted notebook, in one query."
+    def _grades_query(self, *columns):
+        "A query of `columns` over the grades of this assignment's notebook, every student's."
         api = self.api
-        rows = (self.db.query(api.Grade, api.BaseCell.name)
+        return (self.db.query(*columns).select_from(api.Grade)
                 .join(api.BaseCell, api.Grade.cell_id == api.BaseCell.id)
                 .join(api.SubmittedNotebook, api.Grade.notebook_id == api.SubmittedNotebook.id)
                 .join(api.Notebook, api.SubmittedNotebook.notebook_id == api.Notebook.id)
                 .join(api.SubmittedAssignment, api.SubmittedNotebook.assignment_id == api.SubmittedAssignment.id)
-                .filter(api.SubmittedAssignment.assignment_id == self.assignment.id,
-                        api.SubmittedAssignment.student_id == student, api.Notebook.name == self.notebook))
+                .filter(api.SubmittedAssignment.assignment_id == self.assignment.id, api.Notebook.name == self.notebook))
+
+    def _grades_of(self, student: str) -> dict:
+        "{grade cell name: Grade} of `student`'s submitted notebook, in one query."
+        api = self.api
+        rows = self._grades_query(api.Grade, api.BaseCell.name).filter(api.SubmittedAssignment.student_id == student)
         return {name: grade for grade, name in rows}
 
     def manual(self, student: str) -> Manual:
@@ -135,14 +142,8 @@ class Gradebook:
         "Every student's grades of the written answers, in one query (read after the last commit)."
         api = self.api
         names = [gid for gid, _ in self.manual_cells]
-        rows = (self.db.query(api.SubmittedAssignment.student_id, api.BaseCell.name, api.Grade.manual_score,
-                              api.Grade.auto_score, api.Grade.needs_manual_grade)
-                .join(api.BaseCell, api.Grade.cell_id == api.BaseCell.id)
-                .join(api.SubmittedNotebook, api.Grade.notebook_id == api.SubmittedNotebook.id)
-                .join(api.Notebook, api.SubmittedNotebook.notebook_id == api.Notebook.id)
-                .join(api.SubmittedAssignment, api.SubmittedNotebook.assignment_id == api.SubmittedAssignment.id)
-                .filter(api.SubmittedAssignment.assignment_id == self.assignment.id,
-                        api.Notebook.name == self.notebook, api.BaseCell.name.in_(names)))
+        rows = self._grades_query(api.SubmittedAssignment.student_id, api.BaseCell.name, api.Grade.manual_score,
+                                  api.Grade.auto_score, api.Grade.needs_manual_grade).filter(api.BaseCell.name.in_(names))
         return {(student, name): (manual, auto, needs) for student, name, manual, auto, needs in rows}
 
     def close(self) -> None:
