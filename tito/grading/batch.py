@@ -124,8 +124,9 @@ def _grade_batch(directory, root, out, settings, limits, jobs, progress, module,
         finally:   # what was graded before a stop is kept (a failing gradebook raises its own error)
             keeper.flush()
         keeper.close_bar()
-        final, missing = _finish(out, assignment, plan, keeper.results, scanned, limits, state,
-                                 lambda sub, result: _with_term(result, sub, assignment, due, submitted_at, gradebook))
+        missing = _scan_unscanned_pages(out, assignment, plan, keeper.results, scanned, limits, state)
+        final = [_with_term(keeper.results[sub.student], sub, assignment, due, submitted_at, gradebook)
+                 for sub in plan.kept]
     finally:
         keeper.close_bar()
         gradebook.close()
@@ -195,10 +196,7 @@ class Keeper:
             self.pending = []
             raise
         self.pending.append(result)
-        previous = self.results.get(result.student)
-        if previous is not None:
-            self.counts[previous.status] -= 1
-        self.results[result.student] = result
+        self.results[result.student] = result   # a student graded now was not reused (plan_batch)
         self.counts[result.status] += 1
         if result.seconds > 0 or len(self.pending) >= COMMIT_EVERY \
                 or time.monotonic() - self.last_commit >= COMMIT_SECONDS:
@@ -222,10 +220,10 @@ class Keeper:
             self.bar = None
 
 
-def _finish(out, assignment, plan, results, scanned, limits, state, with_term):
+def _scan_unscanned_pages(out, assignment, plan, results, scanned, limits, state) -> list:
     """Pages reused from an earlier run (perhaps of another source), graded on a cluster, or written
     for missing and unreadable notebooks are scanned now (the others were scanned as they were
-    written); a leaking one is withheld. Then every row gets the term's part."""
+    written); a leaking one is withheld. Returns the pages that are missing."""
     problems = report.scan_feedback(out, assignment, plan.kept, scanned, limits)
     missing = [f"feedback/{student}/{assignment.module}.html: missing" for student, found in problems.items()
                if found == ["missing"]]
@@ -233,8 +231,7 @@ def _finish(out, assignment, plan, results, scanned, limits, state, with_term):
         if leaks != ["missing"] and not results[student].withheld:
             report.withhold_feedback(out, assignment, results[student], leaks)
             journal.save(state, results[student])
-    final = [with_term(sub, results[sub.student]) for sub in plan.kept]
-    return final, missing
+    return missing
 
 
 def _with_term(result: Result, sub: Submission, assignment: Assignment, due, submitted_at, gradebook) -> Result:

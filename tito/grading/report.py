@@ -20,6 +20,18 @@ from tito.grading.notebooks import InvalidNotebook, cell_text, read_submission
 from tito.grading.scoring import short
 
 
+def page_path(out: Path, module: str, student: str) -> Path:
+    "Where a student's feedback page is written: `out/feedback/<student>/<module>.html`."
+    return Path(out) / "feedback" / student / f"{module}.html"
+
+
+def _write_short_page(out: Path, module: str, student: str, markdown: str) -> None:
+    "A feedback page of one markdown cell (no notebook to show), through the same exporter and sanitiser."
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# Feedback: {module}, {student}\n\n{markdown}")])
+    nb.cells[0]["id"] = "feedback-0"
+    atomic_write(page_path(out, module, student), fb.to_html(nb, f"Feedback: {module}, {student}"))
+
+
 def write_ungraded(sub, assignment, outcome, out: Path) -> None:
     "No notebook to run: no autograded copy, and a feedback page that says why."
     stale = out / "autograded" / sub.student / assignment.module
@@ -27,12 +39,9 @@ def write_ungraded(sub, assignment, outcome, out: Path) -> None:
         shutil.rmtree(stale)
     why = {"missing": "no notebook was found", "invalid": "the notebook could not be read"}.get(
         outcome.status, "the grader could not grade it")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
-        f"# Feedback: {assignment.module}, {sub.student}\n\n**Score: 0 / {outcome.max_score:g}** "
-        f"(status: {outcome.status}): {why}.\n\n{html.escape(outcome.detail)}\n\n{provenance(outcome)}")])
-    nb.cells[0]["id"] = "feedback-0"
-    atomic_write(out / "feedback" / sub.student / f"{assignment.module}.html",
-                 fb.to_html(nb, f"Feedback: {assignment.module}, {sub.student}"))
+    _write_short_page(out, assignment.module, sub.student,
+                      f"**Score: 0 / {outcome.max_score:g}** (status: {outcome.status}): {why}.\n\n"
+                      f"{html.escape(outcome.detail)}\n\n{provenance(outcome)}")
 
 
 def provenance(outcome: Result) -> str:
@@ -65,7 +74,7 @@ def write_outputs(sub, assignment, executed, submission, points, messages, outco
     if leaks:
         withhold_feedback(out, assignment, outcome, leaks)
         return
-    atomic_write(out / "feedback" / sub.student / f"{assignment.module}.html", page)
+    atomic_write(page_path(out, assignment.module, sub.student), page)
 
 
 def withhold_feedback(out: Path, assignment, outcome: Result, leaks: list) -> None:
@@ -77,13 +86,9 @@ def withhold_feedback(out: Path, assignment, outcome: Result, leaks: list) -> No
     outcome.withheld = True
     outcome.flag("withheld", f"feedback withheld for the instructor's review: the page would have shown "
                              f"{len(leaks)} line{'s' if len(leaks) != 1 else ''} of hidden or solution text")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
-        f"# Feedback: {assignment.module}, {outcome.student}\n\n**Score: {outcome.score:g} / "
-        f"{outcome.max_score:g}** (status: {outcome.status}).\n\nThe detailed page is withheld until your "
-        "instructor has reviewed it.")])
-    nb.cells[0]["id"] = "feedback-0"
-    atomic_write(out / "feedback" / outcome.student / f"{assignment.module}.html",
-                 fb.to_html(nb, f"Feedback: {assignment.module}, {outcome.student}"))
+    _write_short_page(out, assignment.module, outcome.student,
+                      f"**Score: {outcome.score:g} / {outcome.max_score:g}** (status: {outcome.status}).\n\n"
+                      "The detailed page is withheld until your instructor has reviewed it.")
 
 
 def write_csv(path: Path, results: list, graded: list) -> None:
@@ -103,7 +108,7 @@ def scan_feedback(out: Path, assignment: Assignment, submissions: list, scanned=
     own = {sub.student: own_text(sub, limits) for sub in submissions if sub.student not in scanned}
     problems = {}
     for student in sorted(own):
-        page = out / "feedback" / student / f"{assignment.module}.html"
+        page = page_path(out, assignment.module, student)
         if not page.exists():
             problems[student] = ["missing"]
             continue

@@ -20,7 +20,7 @@ from tito.grading.course import load_assignment, load_misconceptions, reference_
 from tito.grading.distributed import RemoteCourse, RemoteJob, grade_remote, write_files
 from tito.grading.model import STATE as GRADE_STATE, GradingError, Result, Submission
 from tito.grading.pipeline import grade_one
-from tito.grading.report import write_csv
+from tito.grading.report import page_path, write_csv
 
 
 class Course:
@@ -36,7 +36,7 @@ class Course:
         load_misconceptions(self.assignment, Path(root), Path(course) / GRADE_STATE)
 
     def feedback_page(self, attempt_dir: Path, student: str) -> Path:
-        return attempt_dir / "feedback" / student / f"{self.module}.html"
+        return page_path(attempt_dir, self.module, student)
 
 
 class GraderPool:
