@@ -257,7 +257,9 @@ class _Run:
                 self.timed_out.append(index)
         if progress.interrupted_at is None:
             return min(self.deadline, progress.deadline)
-        self.kernel.end_strays()   # a fork bomb's copies must not starve the kernel's answer
+        # a fork bomb's copies must not starve the kernel's answer; the kernel may still be forking,
+        # so a few rounds only: the grace period below must not wait on them
+        self.kernel.end_strays(seconds=0.05)
         if now >= progress.interrupted_at + progress.grace:
             raise _Stopped("timeout", f"{self.name(index)} ran past the {_seconds(limits.cell_timeout)} "
                                       "limit and did not stop when interrupted, so its kernel was stopped")

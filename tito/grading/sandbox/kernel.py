@@ -57,8 +57,8 @@ class _Kernel:
     def interrupt(self) -> None:
         self.process.interrupt()
 
-    def end_strays(self) -> None:
-        self.process.end_strays()
+    def end_strays(self, seconds: float = 5.0) -> None:
+        self.process.end_strays(seconds)
 
     def wait_ready(self, submission_deadline: float) -> None:
         """Return once the kernel answers on both channels; raise `_Stopped` (final) if it dies,

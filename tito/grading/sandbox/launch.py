@@ -138,8 +138,8 @@ class KernelProcess:
         "Host pid of the Python kernel, or None."
         raise NotImplementedError
 
-    def end_strays(self) -> None:
-        "End every process the cells started that can be told apart from the kernel (if any)."
+    def end_strays(self, seconds: float = 5.0) -> None:
+        "End every process the cells started that can be told apart from the kernel (if any), within about `seconds`."
 
     def interrupt(self) -> None:
         "SIGINT to the kernel's main thread."
@@ -250,10 +250,12 @@ class SandboxedKernel(KernelProcess):
         deadline = time.monotonic() + seconds
         while True:
             strays = [pid for pid in proc.namespace_members(self.namespace) if pid not in (self.init_pid, kernel)]
-            if not strays or time.monotonic() > deadline:
+            if not strays:
                 return
             for pid in strays:
                 proc.kill(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                return
 
     def interrupt(self):
         """The kernel is first paused and every other process of the sandbox ended: processes the
