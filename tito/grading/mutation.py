@@ -27,10 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from tinytorch.record import decode_records
-from tito.grading.notebooks import SOLUTION, cell_text, is_graded
+from tito.grading.notebooks import SOLUTION, cell_text, is_graded, region_spans
 from tito.grading.scoring import record_matches, split_points
-
-BEGIN, END = SOLUTION
 
 
 @dataclass
@@ -89,15 +87,7 @@ class Report:
 # -- finding the solution regions -------------------------------------------------------------
 def solution_lines(source: str) -> set:
     "1-based line numbers strictly inside BEGIN/END SOLUTION markers."
-    inside, lines = False, set()
-    for number, text in enumerate(source.splitlines(), start=1):
-        if BEGIN in text:
-            inside = True
-        elif END in text:
-            inside = False
-        elif inside:
-            lines.add(number)
-    return lines
+    return {index + 1 for first, last in region_spans(source.splitlines(), *SOLUTION) for index in range(first, last)}
 
 
 def _executable(source: str) -> str:

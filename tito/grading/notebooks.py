@@ -307,6 +307,22 @@ def _unique_cell_ids(nb) -> None:
         used.add(cell_id)
 
 
+def region_spans(lines: list, begin: str, end: str) -> list:
+    """(first, last) line indices of each region of `lines` between the markers `begin` and `end`
+    (markers excluded, `last` exclusive); a region left open runs to the last line, as `_regions`
+    reads it."""
+    spans, start = [], None
+    for index, line in enumerate(lines):
+        if start is None and begin in line:
+            start = index + 1
+        elif start is not None and end in line:
+            spans.append((start, index))
+            start = None
+    if start is not None:
+        spans.append((start, len(lines)))
+    return spans
+
+
 def _regions(text: str, begin: str, end: str):
     "(inside_lines, outside_lines) of `text` for the region markers begin/end."
     inside, outside, active = [], [], False
@@ -373,18 +389,6 @@ class HelperError(ValueError):
     "A `### HIDDEN HELPER` line that cannot be expanded (the message names the notebook, cell and helper)."
 
 
-def _hidden_parts(lines: list) -> list:
-    "(first, last) line indices inside each hidden-tests region of a cell's lines (markers excluded)."
-    parts, begin = [], None
-    for index, line in enumerate(lines):
-        if HIDDEN[0] in line:
-            begin = index + 1
-        elif HIDDEN[1] in line and begin is not None:
-            parts.append((begin, index))
-            begin = None
-    return parts
-
-
 def _helper_definitions(cells: list, where: str) -> dict:
     "{name: [(cell index, def lines), ...]} of the top-level functions defined in the hidden parts of graded cells."
     found = {}
@@ -392,7 +396,7 @@ def _helper_definitions(cells: list, where: str) -> dict:
         if cell.get("cell_type") != "code" or not is_graded(cell):
             continue
         lines = cell_text(cell).splitlines()
-        for first, last in _hidden_parts(lines):
+        for first, last in region_spans(lines, *HIDDEN):
             try:
                 tree = ast.parse("\n".join(lines[first:last]))
             except SyntaxError as error:
@@ -419,7 +423,7 @@ def expand_hidden_helpers(nb: dict, where: str = "the notebook") -> dict:
     for index, cell in enumerate(cells):
         text = cell_text(cell)
         lines = text.splitlines()
-        inside = {i for first, last in _hidden_parts(lines) for i in range(first, last)}
+        inside = {i for first, last in region_spans(lines, *HIDDEN) for i in range(first, last)}
         expanded = []
         for number, line in enumerate(lines):
             match = HELPER_LINE.match(line)
