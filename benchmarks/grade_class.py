@@ -77,6 +77,9 @@ def main(argv=None) -> int:
     parser.add_argument("--serial", type=int, default=10, help="students graded in the serial runs")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel jobs (default: cores)")
     args = parser.parse_args(argv)
+    if args.students < 1 or args.serial < 0 or args.jobs < 1:
+        parser.error(f"expected --students >= 1, --serial >= 0 and --jobs >= 1, got "
+                     f"{args.students}, {args.serial} and {args.jobs}")
     from tito.grading.sandbox import sandbox_available
     sandbox_ok, why = sandbox_available()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
@@ -94,7 +97,8 @@ def main(argv=None) -> int:
             grade_once(class_dir, 1, sandbox, 1, warm_dir, warm)
         runs = []
         for sandbox in ([True] if sandbox_ok else []) + [False]:
-            for jobs, count in ((args.jobs, args.students), (1, min(args.serial, args.students))):
+            serial = min(args.serial, args.students)
+            for jobs, count in ((args.jobs, args.students),) + (((1, serial),) if serial else ()):
                 seconds, kernel_cpu, grader_cpu = grade_once(class_dir, count, sandbox, jobs, scratch, warm)
                 runs.append((sandbox, jobs, count, seconds))
                 print(f"  sandbox {'on ' if sandbox else 'off'}  jobs {jobs}  {count:3d} submissions  "
@@ -103,11 +107,13 @@ def main(argv=None) -> int:
     per = {(s, j): sec / n for s, j, n, sec in runs}
     print("summary:")
     for sandbox in ([True] if sandbox_ok else []) + [False]:
-        serial, parallel = per[(sandbox, 1)], per[(sandbox, args.jobs)]
-        print(f"  sandbox {'on ' if sandbox else 'off'}: serial {serial:.2f} s/submission, {args.jobs} jobs "
-              f"{parallel:.2f} s/submission (x{serial / parallel:.2f}); "
-              f"{args.students} submissions in {parallel * args.students:.0f} s")
-    if sandbox_ok:
+        parallel = per[(sandbox, args.jobs)]
+        serial = per.get((sandbox, 1))
+        against = f"serial {serial:.2f} s/submission, " if serial and args.jobs != 1 else ""
+        speedup = f" (x{serial / parallel:.2f})" if serial and args.jobs != 1 else ""
+        print(f"  sandbox {'on ' if sandbox else 'off'}: {against}{args.jobs} jobs "
+              f"{parallel:.2f} s/submission{speedup}; {args.students} submissions in {parallel * args.students:.0f} s")
+    if sandbox_ok and (True, 1) in per and (False, 1) in per:
         print(f"  sandbox overhead: serial x{per[(True, 1)] / per[(False, 1)]:.2f}, "
               f"parallel x{per[(True, args.jobs)] / per[(False, args.jobs)]:.2f}")
     return 0

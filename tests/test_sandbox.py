@@ -687,3 +687,20 @@ def test_limits_from_settings_and_bad_limits():
         settings.cell_timeout, settings.memory_mb, settings.sandbox)
     with pytest.raises(ValueError, match="cell_timeout must be a positive number, got 0"):
         KernelLimits(cell_timeout=0)
+
+
+def test_ipython_syntax_still_works_where_valid_python_skips_the_tokenizer(tmp_path):
+    "The grading kernel skips IPython's token pass only for cells that parse as Python: magics, `!` and `?` still work."
+    require_sandbox()
+    nb = notebook("x = 6 * 7\nprint(x)", "%time y = x + 1", "z = !echo shell-ran\nprint(z)", "print(y)",
+                  "names = %who_ls\nprint(type(names).__name__)", "len?", "w = (10\n% 3)\nprint(w)",
+                  "print('\\d', 1)", "def f(:\n    pass")
+    result = execute_notebook(nb, tmp_path, ROOMY)
+    texts = [text_of(cell) for cell in result.notebook.cells]
+    assert texts[0] == "42\n"
+    assert "Wall time" in texts[1] and texts[3] == "43\n"
+    assert "shell-ran" in texts[2]
+    assert texts[4] == "list\n" and errors_of(result.notebook.cells[5]) == []
+    assert texts[6] == "1\n"                                         # `%` inside an expression is Python's
+    assert texts[7].startswith("\\d 1")
+    assert "SyntaxError" in texts[8]

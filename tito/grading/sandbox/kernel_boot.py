@@ -123,4 +123,27 @@ def _forget_transform(*args):
 
 app.shell.transform_cell = _transform_once
 app.shell.events.register("post_execute", _forget_transform)
+
+# That tokenizer pass (pure Python, ~2-3 ms a cell) looks for IPython's own syntax: `%magic`, `!command`,
+# `a = %magic`, `a = !command`, `name?`. None of it is valid Python, so a cell that already parses as
+# Python has none of it and skips the pass; any other cell (a syntax error included) takes IPython's own.
+# The line-based clean-ups before it (leading blank lines, prompts, `%%` cell magics) still run for all.
+import ast as _ast
+import warnings as _warnings
+
+_manager = app.shell.input_transformer_manager
+_token_transforms = _manager.do_token_transforms
+
+
+def _token_transforms_if_needed(lines):
+    try:
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")      # IPython's own compile reports them, once
+            compile("".join(lines), "<cell>", "exec", _ast.PyCF_ONLY_AST)
+    except Exception:
+        return _token_transforms(lines)
+    return lines
+
+
+_manager.do_token_transforms = _token_transforms_if_needed
 app.start()
